@@ -1,0 +1,135 @@
+/**
+ * Tensor backend selection.
+ *
+ * `auto` prefers the native TensorFlow bindings (GPU build, then CPU build) when they are
+ * installed, then the WASM backend shipped with the package (the embedded default), then
+ * the plain JS CPU backend. Native bindings are optional peer dependencies: their install
+ * downloads libtensorflow from outside the npm registry, so they are only ever loaded if
+ * the user installed them.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { installWasmMatMulFix } from './wasmMatMul.js';
+
+export type BackendName = 'auto' | 'wasm' | 'cpu' | 'tensorflow';
+
+export interface BackendChoice {
+  /** Backend actually active in tfjs (`wasm`, `cpu`, `tensorflow`). */
+  readonly backend: string;
+  /** Which package provides it. */
+  readonly provider: string;
+  /** Why it was chosen (and why the better ones were not). */
+  readonly reason: string;
+}
+
+const require = createRequire(import.meta.url);
+let current: BackendChoice | undefined;
+
+const NATIVE_PACKAGES = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'] as const;
+
+/** Directory holding the .wasm binaries of the installed tfjs-backend-wasm package. */
+export function wasmBinaryDir(): string {
+  const pkg = require.resolve('@tensorflow/tfjs-backend-wasm/package.json');
+  return path.join(path.dirname(pkg), 'dist') + path.sep;
+}
+
+async function tryNative(): Promise<{ ok: true; pkg: string } | { ok: false; why: string }> {
+  const reasons: string[] = [];
+  for (const pkg of NATIVE_PACKAGES) {
+    try {
+      require.resolve(pkg);
+    } catch {
+      reasons.push(`${pkg} not installed`);
+      continue;
+    }
+    try {
+      await import(pkg);
+      if (await tf.setBackend('tensorflow')) return { ok: true, pkg };
+      reasons.push(`${pkg} loaded but its backend did not initialise`);
+    } catch (err) {
+      reasons.push(`${pkg} failed to load: ${(err as Error).message.split('\n')[0]}`);
+    }
+  }
+  return { ok: false, why: reasons.join('; ') };
+}
+
+async function tryWasm(): Promise<{ ok: true } | { ok: false; why: string }> {
+  try {
+    const wasm = await import('@tensorflow/tfjs-backend-wasm');
+    if (!wasmPathsSet) {
+      wasm.setWasmPaths(wasmBinaryDir());
+      wasmPathsSet = true;
+    }
+    if (!(await tf.setBackend('wasm'))) return { ok: false, why: 'wasm backend did not initialise' };
+    await tf.ready();
+    installWasmMatMulFix();
+    return { ok: true };
+  } catch (err) {
+    return { ok: false, why: `wasm backend failed: ${(err as Error).message.split('\n')[0]}` };
+  }
+}
+let wasmPathsSet = false;
+
+/**
+ * Select the tensor backend. Idempotent: calling it again with the same name is cheap.
+ * Throws for an unknown name, or when an explicitly requested backend cannot start.
+ */
+export async function setBackend(name: BackendName = 'auto'): Promise<BackendChoice> {
+  const valid: BackendName[] = ['auto', 'wasm', 'cpu', 'tensorflow'];
+  if (!valid.includes(name)) {
+    throw new Error(`setBackend: unknown backend '${String(name)}' (expected one of ${valid.join(', ')})`);
+  }
+  if (current && (name === 'auto' || current.backend === name) && tf.getBackend() === current.backend) {
+    return current;
+  }
+  let choice: BackendChoice;
+  if (name === 'tensorflow') {
+    const r = await tryNative();
+    if (!r.ok) {
+      throw new Error(
+        `setBackend: 'tensorflow' requested but unavailable (${r.why}). On a machine with internet access ` +
+          `install @tensorflow/tfjs-node-gpu (CUDA) or @tensorflow/tfjs-node.`,
+      );
+    }
+    choice = { backend: 'tensorflow', provider: r.pkg, reason: `requested; ${r.pkg} loaded` };
+  } else if (name === 'wasm') {
+    const r = await tryWasm();
+    if (!r.ok) throw new Error(`setBackend: ${r.why}`);
+    choice = { backend: 'wasm', provider: '@tensorflow/tfjs-backend-wasm', reason: 'requested' };
+  } else if (name === 'cpu') {
+    await tf.setBackend('cpu');
+    await tf.ready();
+    choice = { backend: 'cpu', provider: '@tensorflow/tfjs-backend-cpu', reason: 'requested' };
+  } else {
+    const native = await tryNative();
+    if (native.ok) {
+      choice = { backend: 'tensorflow', provider: native.pkg, reason: `auto: ${native.pkg} is installed` };
+    } else {
+      const w = await tryWasm();
+      if (w.ok) {
+        choice = {
+          backend: 'wasm',
+          provider: '@tensorflow/tfjs-backend-wasm',
+          reason: `auto: native bindings unavailable (${native.why}); using WASM (XNNPACK/SIMD)`,
+        };
+      } else {
+        await tf.setBackend('cpu');
+        await tf.ready();
+        choice = {
+          backend: 'cpu',
+          provider: '@tensorflow/tfjs-backend-cpu',
+          reason: `auto: native unavailable (${native.why}); ${w.why}; falling back to the JS CPU backend`,
+        };
+      }
+    }
+  }
+  current = choice;
+  return choice;
+}
+
+/** The current choice, or undefined before `setBackend` was called. */
+export function currentBackend(): BackendChoice | undefined {
+  return current;
+}

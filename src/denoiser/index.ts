@@ -1,0 +1,2 @@
+export * from './denoiser.js';
+export * from './gaussian.js';
