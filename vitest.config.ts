@@ -8,5 +8,8 @@ export default defineConfig({
     pool: 'forks',
     poolOptions: { forks: { maxForks: 2, minForks: 1 } },
     setupFiles: ['test/setup.ts'],
+    // The JSON report is what .ci/run reads to print its 'N passed, N failed' line.
+    reporters: ['default', 'json'],
+    outputFile: { json: '.vitest-results.json' },
   },
 });

@@ -11,6 +11,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { prepareWasmThreads, type WasmThreadsPreparation } from './threads.js';
 import { installWasmMatMulFix } from './wasmMatMul.js';
 
 export type BackendName = 'auto' | 'wasm' | 'cpu' | 'tensorflow';
@@ -22,6 +23,39 @@ export interface BackendChoice {
   readonly provider: string;
   /** Why it was chosen (and why the better ones were not). */
   readonly reason: string;
+  /** WASM only: threads in XNNPACK's pool. */
+  readonly threads?: number;
+}
+
+export interface SetBackendOptions {
+  /**
+   * Threads for the WASM backend (XNNPACK's pool; the threaded SIMD build is started with
+   * scoreflow's Node shims, see threads.ts). Default: env SCOREFLOW_WASM_THREADS, else 1.
+   * Fixed when the WASM backend first initialises in a process.
+   */
+  readonly threads?: number;
+}
+
+/**
+ * Gradient functions. tfjs-core's Node (CommonJS) bundle registers none; its ESM file does,
+ * but only resolves under bundlers/vitest (its directory imports fail in plain Node ESM),
+ * where the union package's Node bundle registers them instead.
+ */
+async function ensureGradients(): Promise<void> {
+  if (tf.getGradient('Sum') !== undefined) return;
+  try {
+    await import('@tensorflow/tfjs-core/dist/register_all_gradients.js');
+  } catch {
+    await import('@tensorflow/tfjs');
+  }
+}
+
+function requestedWasmThreads(opts: SetBackendOptions): number {
+  const raw = opts.threads ?? (process.env.SCOREFLOW_WASM_THREADS ? Number(process.env.SCOREFLOW_WASM_THREADS) : 1);
+  if (!Number.isInteger(raw) || raw < 1) {
+    throw new Error(`setBackend: threads must be a positive integer, got ${String(opts.threads ?? process.env.SCOREFLOW_WASM_THREADS)}`);
+  }
+  return raw;
 }
 
 const require = createRequire(import.meta.url);
@@ -55,19 +89,33 @@ async function tryNative(): Promise<{ ok: true; pkg: string } | { ok: false; why
   return { ok: false, why: reasons.join('; ') };
 }
 
-async function tryWasm(): Promise<{ ok: true } | { ok: false; why: string }> {
+async function tryWasm(threads: number): Promise<{ ok: true; threads: number; note: string } | { ok: false; why: string }> {
+  let prep: WasmThreadsPreparation | undefined;
+  let note = '';
   try {
     const wasm = await import('@tensorflow/tfjs-backend-wasm');
     if (!wasmPathsSet) {
       wasm.setWasmPaths(wasmBinaryDir());
       wasmPathsSet = true;
     }
+    const initialised = tf.engine().registry['wasm'] !== undefined;
+    if (threads > 1 && !initialised) {
+      try {
+        prep = prepareWasmThreads(threads);
+      } catch (err) {
+        note = `; ${threads} threads unavailable (${(err as Error).message}), single-threaded`;
+      }
+    }
     if (!(await tf.setBackend('wasm'))) return { ok: false, why: 'wasm backend did not initialise' };
     await tf.ready();
     installWasmMatMulFix();
-    return { ok: true };
+    const running = wasm.getThreadsCount();
+    if (initialised && running !== threads) note = `; ${running} thread(s): fixed when the backend first started`;
+    return { ok: true, threads: running, note };
   } catch (err) {
     return { ok: false, why: `wasm backend failed: ${(err as Error).message.split('\n')[0]}` };
+  } finally {
+    prep?.restore();
   }
 }
 let wasmPathsSet = false;
@@ -76,11 +124,13 @@ let wasmPathsSet = false;
  * Select the tensor backend. Idempotent: calling it again with the same name is cheap.
  * Throws for an unknown name, or when an explicitly requested backend cannot start.
  */
-export async function setBackend(name: BackendName = 'auto'): Promise<BackendChoice> {
+export async function setBackend(name: BackendName = 'auto', opts: SetBackendOptions = {}): Promise<BackendChoice> {
   const valid: BackendName[] = ['auto', 'wasm', 'cpu', 'tensorflow'];
   if (!valid.includes(name)) {
     throw new Error(`setBackend: unknown backend '${String(name)}' (expected one of ${valid.join(', ')})`);
   }
+  const threads = requestedWasmThreads(opts);
+  await ensureGradients();
   if (current && (name === 'auto' || current.backend === name) && tf.getBackend() === current.backend) {
     return current;
   }
@@ -95,9 +145,9 @@ export async function setBackend(name: BackendName = 'auto'): Promise<BackendCho
     }
     choice = { backend: 'tensorflow', provider: r.pkg, reason: `requested; ${r.pkg} loaded` };
   } else if (name === 'wasm') {
-    const r = await tryWasm();
+    const r = await tryWasm(threads);
     if (!r.ok) throw new Error(`setBackend: ${r.why}`);
-    choice = { backend: 'wasm', provider: '@tensorflow/tfjs-backend-wasm', reason: 'requested' };
+    choice = { backend: 'wasm', provider: '@tensorflow/tfjs-backend-wasm', reason: `requested${r.note}`, threads: r.threads };
   } else if (name === 'cpu') {
     await tf.setBackend('cpu');
     await tf.ready();
@@ -107,12 +157,13 @@ export async function setBackend(name: BackendName = 'auto'): Promise<BackendCho
     if (native.ok) {
       choice = { backend: 'tensorflow', provider: native.pkg, reason: `auto: ${native.pkg} is installed` };
     } else {
-      const w = await tryWasm();
+      const w = await tryWasm(threads);
       if (w.ok) {
         choice = {
           backend: 'wasm',
           provider: '@tensorflow/tfjs-backend-wasm',
-          reason: `auto: native bindings unavailable (${native.why}); using WASM (XNNPACK/SIMD)`,
+          reason: `auto: native bindings unavailable (${native.why}); using WASM (XNNPACK/SIMD)${w.note}`,
+          threads: w.threads,
         };
       } else {
         await tf.setBackend('cpu');

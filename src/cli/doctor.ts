@@ -1,0 +1,44 @@
+/** `scoreflow doctor`: what this machine gives scoreflow (backend, versions, threads, SIMD). */
+import * as tf from '@tensorflow/tfjs-core';
+import os from 'node:os';
+import { createRequire } from 'node:module';
+import { setBackend, type BackendName } from '../backend/backend.js';
+import { wasmThreadInfo } from '../backend/threads.js';
+
+const require = createRequire(import.meta.url);
+
+function version(pkg: string): string {
+  try {
+    return (require(`${pkg}/package.json`) as { version: string }).version;
+  } catch {
+    return 'not installed';
+  }
+}
+
+export async function doctor(opts: { json: boolean; backend: BackendName }): Promise<Record<string, unknown>> {
+  const choice = await setBackend(opts.backend);
+  const threads = choice.backend === 'wasm' ? wasmThreadInfo() : undefined;
+  // A tiny matmul to prove the backend computes.
+  const t0 = performance.now();
+  const ok = tf.tidy(() => tf.sum(tf.matMul(tf.ones([64, 64]), tf.ones([64, 64]))).dataSync()[0] === 64 * 64 * 64);
+  const info = {
+    scoreflow: version('../..'),
+    node: process.version,
+    platform: `${os.platform()} ${os.arch()}`,
+    cpus: os.cpus().length,
+    backend: choice.backend,
+    provider: choice.provider,
+    reason: choice.reason,
+    selfTest: ok ? `ok (${(performance.now() - t0).toFixed(1)} ms)` : 'FAILED',
+    wasm: threads,
+    versions: {
+      '@tensorflow/tfjs-core': version('@tensorflow/tfjs-core'),
+      '@tensorflow/tfjs-backend-wasm': version('@tensorflow/tfjs-backend-wasm'),
+      '@tensorflow/tfjs-node': version('@tensorflow/tfjs-node'),
+      '@tensorflow/tfjs-node-gpu': version('@tensorflow/tfjs-node-gpu'),
+      rxjs: version('rxjs'),
+      protobufjs: version('protobufjs'),
+    },
+  };
+  return info;
+}
