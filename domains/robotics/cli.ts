@@ -1,0 +1,224 @@
+/** `scoreflow robot import | collect | train | eval`. */
+import { lastValueFrom, tap } from 'rxjs';
+import { setBackend } from '../../src/backend/backend.js';
+import { choiceOpt, intOpt, numOpt, parse } from '../../src/cli/args.js';
+import { UsageError } from '../../src/cli/errors.js';
+import { progressSink } from '../../src/cli/progress.js';
+import { PATH_KINDS } from '../../src/path/index.js';
+import { SAMPLER_NAMES } from '../../src/sample/registry.js';
+import { ArmReachEnv } from './env/armReach.js';
+import { collectDemos } from './expert/armReachExpert.js';
+import { readEpisodesMcap, writeEpisodesMcap, type EpisodeRecord } from './data/episodes.js';
+import { DEFAULT_PUSHT_ZARR } from './data/pushtDemos.js';
+import { readReplayBuffer } from './data/zarrReplay.js';
+import { ENV_NAMES, makeEnv } from './envs.js';
+import { evaluatePolicy, type Circle } from './evaluate.js';
+import { DEFAULT_POLICY, type DiffusionPolicyConfig } from './policy/config.js';
+import { DiffusionPolicy, type CostTerm } from './policy/policy.js';
+import { policyTrainer } from './policy/train.js';
+import type { Demo } from './policy/windows.js';
+// eslint-disable-next-line
+import { parseGuideSpec } from './guidance/index.js';
+
+const USAGE = `usage: scoreflow robot <subcommand> [options]
+  import  --zarr PATH [--out FILE.mcap]            Diffusion Policy replay buffer -> episode MCAP
+  collect --env arm-reach --episodes N [--seed S] [--out FILE.mcap]   expert demonstrations
+  train   --env E [--data FILE.mcap | --zarr PATH] [--steps N] [--batch N] [--lr X] [--channels 64,128,256]
+          [--objective denoising|flow-matching] [--path P] [--seed S] [--out DIR] [--json]
+  eval    --env E --checkpoint DIR [--episodes N] [--seed S] [--guide obstacle:2,smooth:0.1]
+          [--novel-obstacles K] [--sampler S] [--steps N] [--candidates N] [--json]`;
+
+export async function runRobot(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  switch (sub) {
+    case 'import':
+      return robotImport(rest);
+    case 'collect':
+      return robotCollect(rest);
+    case 'train':
+      return robotTrain(rest);
+    case 'eval':
+      return robotEval(rest);
+    case undefined:
+    case '--help':
+    case 'help':
+      process.stdout.write(USAGE + '\n');
+      return sub === undefined ? 2 : 0;
+    default:
+      throw new UsageError(`unknown robot subcommand '${sub}'\n${USAGE}`);
+  }
+}
+
+function emit(json: boolean, obj: Record<string, unknown>, text: string): void {
+  process.stdout.write(json ? JSON.stringify(obj) + '\n' : text + '\n');
+}
+
+async function robotImport(argv: string[]): Promise<number> {
+  const o = parse(argv, { zarr: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' } }, USAGE);
+  const zarrPath = typeof o.zarr === 'string' ? o.zarr : DEFAULT_PUSHT_ZARR;
+  const out = typeof o.out === 'string' ? o.out : 'runs/pusht_demos.mcap';
+  const rb = await readReplayBuffer(zarrPath, { keys: ['state', 'action'] });
+  const eps: EpisodeRecord[] = [];
+  for (let e = 0; e < rb.numEpisodes; e++) {
+    const { start, end } = rb.episode(e);
+    const observations: Float64Array[] = [];
+    const actions: Float64Array[] = [];
+    for (let i = start; i < end; i++) {
+      observations.push(Float64Array.from(rb.arrays.state.data.subarray(i * 5, i * 5 + 5)));
+      actions.push(Float64Array.from(rb.arrays.action.data.subarray(i * 2, i * 2 + 2)));
+    }
+    eps.push({ env: 'pusht', index: e, observations, actions, rewards: actions.map(() => 0), metadata: { source: zarrPath } });
+  }
+  await writeEpisodesMcap(out, eps, { env: 'pusht', dt: 0.1, observationMessages: true });
+  emit(Boolean(o.json), { event: 'import', episodes: eps.length, steps: rb.numSteps, out }, `imported ${eps.length} episodes (${rb.numSteps} steps) from ${zarrPath} into ${out}`);
+  return 0;
+}
+
+async function robotCollect(argv: string[]): Promise<number> {
+  const o = parse(argv, { env: { type: 'string' }, episodes: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' } }, USAGE);
+  const env = choiceOpt(o.env, 'env', ['arm-reach'] as const, 'arm-reach');
+  const n = intOpt(o.episodes, 'episodes', 200, 1);
+  const seed = intOpt(o.seed, 'seed', 0);
+  const out = typeof o.out === 'string' ? o.out : `runs/${env}_demos.mcap`;
+  const e = await ArmReachEnv.create({ seed });
+  const t0 = performance.now();
+  const demos = collectDemos(e, { episodes: n, seed });
+  e.close();
+  const ok = demos.filter((d) => d.success);
+  const modes: Record<string, number> = {};
+  for (const d of demos) modes[d.mode] = (modes[d.mode] ?? 0) + 1 / demos.length;
+  await writeEpisodesMcap(
+    out,
+    ok.map((d, i) => ({ env, index: i, observations: d.observations, actions: d.actions, rewards: d.rewards, success: d.success, metadata: { mode: d.mode, seed: String(d.seed) } })),
+    { env, dt: 0.1 },
+  );
+  emit(Boolean(o.json), { event: 'collect', env, episodes: n, successRate: ok.length / n, modes, out, seconds: (performance.now() - t0) / 1000 },
+    `expert: ${ok.length}/${n} successful (${((100 * ok.length) / n).toFixed(1)}%), modes ${JSON.stringify(modes)}; wrote ${ok.length} episodes to ${out}`);
+  return 0;
+}
+
+async function loadDemos(env: string, data: string | undefined, zarr: string | undefined): Promise<Demo[]> {
+  if (data) {
+    const eps = await readEpisodesMcap(data);
+    const mismatched = eps.find((e) => e.env !== env);
+    if (mismatched) throw new UsageError(`--data: ${data} holds '${mismatched.env}' episodes, not '${env}'`);
+    // Episodes may carry a final observation without an action; windows need pairs.
+    return eps.map((e) => ({ observations: e.observations.slice(0, e.actions.length), actions: e.actions }));
+  }
+  if (env !== 'pusht') throw new UsageError(`--data FILE.mcap is required for ${env} (create it with 'scoreflow robot collect')`);
+  const rb = await readReplayBuffer(zarr ?? DEFAULT_PUSHT_ZARR, { keys: ['state', 'action'] });
+  const demos: Demo[] = [];
+  for (let e = 0; e < rb.numEpisodes; e++) {
+    const { start, end } = rb.episode(e);
+    const observations: Float64Array[] = [];
+    const actions: Float64Array[] = [];
+    for (let i = start; i < end; i++) {
+      observations.push(Float64Array.from(rb.arrays.state.data.subarray(i * 5, i * 5 + 5)));
+      actions.push(Float64Array.from(rb.arrays.action.data.subarray(i * 2, i * 2 + 2)));
+    }
+    demos.push({ observations, actions });
+  }
+  return demos;
+}
+
+async function robotTrain(argv: string[]): Promise<number> {
+  const o = parse(
+    argv,
+    {
+      env: { type: 'string' }, data: { type: 'string' }, zarr: { type: 'string' }, steps: { type: 'string' }, batch: { type: 'string' }, lr: { type: 'string' },
+      channels: { type: 'string' }, objective: { type: 'string' }, path: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' },
+      'sampling-steps': { type: 'string' },
+    },
+    USAGE,
+  );
+  const env = choiceOpt(o.env, 'env', ENV_NAMES, 'pusht');
+  const json = Boolean(o.json);
+  await setBackend('auto');
+  const demos = await loadDemos(env, typeof o.data === 'string' ? o.data : undefined, typeof o.zarr === 'string' ? o.zarr : undefined);
+  const channels = typeof o.channels === 'string' ? o.channels.split(',').map((c) => intOpt(c, 'channels', 0, 1)) : [...DEFAULT_POLICY.channels];
+  const objective = choiceOpt(o.objective, 'objective', ['denoising', 'flow-matching'] as const, 'denoising');
+  const cfg: DiffusionPolicyConfig = {
+    ...DEFAULT_POLICY,
+    env,
+    obsDim: demos[0].observations[0].length,
+    actionDim: demos[0].actions[0].length,
+    channels,
+    objective,
+    path: choiceOpt(o.path, 'path', PATH_KINDS, objective === 'flow-matching' ? 'rectified-flow' : DEFAULT_POLICY.path),
+    prediction: objective === 'flow-matching' ? 'velocity' : DEFAULT_POLICY.prediction,
+    sampler: objective === 'flow-matching' ? 'flow-euler' : DEFAULT_POLICY.sampler,
+    samplingSteps: intOpt(o['sampling-steps'], 'sampling-steps', DEFAULT_POLICY.samplingSteps, 1),
+  };
+  const steps = intOpt(o.steps, 'steps', 20000, 1);
+  const run = policyTrainer(demos, cfg, { steps, batchSize: intOpt(o.batch, 'batch', 256, 1), lr: numOpt(o.lr, 'lr', 1e-3), seed: intOpt(o.seed, 'seed', 0) });
+  const out = typeof o.out === 'string' ? o.out : `runs/policy-${env}`;
+  emit(json, { event: 'start', env, episodes: demos.length, windows: run.windows, params: run.trainer.params.size(), steps }, `training ${env} policy on ${demos.length} episodes (${run.windows} windows), ${run.trainer.params.size()} parameters, ${steps} steps`);
+  const bar = progressSink({ json, label: `train ${env}` });
+  const t0 = performance.now();
+  let lastSave = performance.now();
+  try {
+    await lastValueFrom(
+      run.trainer.fit().pipe(
+        tap((p) => {
+          bar.update({ step: p.step, loss: p.loss, lr: p.lr, 'samples/s': p.samplesPerSec }, p.step / p.steps);
+          if (performance.now() - lastSave > 120_000) {
+            lastSave = performance.now();
+            void run.save(out, { trainSeconds: (performance.now() - t0) / 1000 });
+          }
+        }),
+      ),
+      { defaultValue: undefined },
+    );
+    bar.done();
+    const seconds = (performance.now() - t0) / 1000;
+    await run.save(out, { trainSeconds: seconds, command: `scoreflow robot ${argv.join(' ')}` });
+    emit(json, { event: 'done', checkpoint: out, seconds, loss: run.trainer.lastLoss }, `trained in ${seconds.toFixed(0)} s, final loss ${run.trainer.lastLoss.toFixed(4)}; checkpoint ${out}`);
+  } finally {
+    run.dispose();
+  }
+  return 0;
+}
+
+async function robotEval(argv: string[]): Promise<number> {
+  const o = parse(
+    argv,
+    {
+      env: { type: 'string' }, checkpoint: { type: 'string' }, episodes: { type: 'string' }, seed: { type: 'string' }, guide: { type: 'string' },
+      'novel-obstacles': { type: 'string' }, sampler: { type: 'string' }, steps: { type: 'string' }, candidates: { type: 'string' }, json: { type: 'boolean' },
+      'pin-executed': { type: 'boolean' }, 'per-episode': { type: 'boolean' },
+    },
+    USAGE,
+  );
+  const envName = choiceOpt(o.env, 'env', ENV_NAMES, 'pusht');
+  if (typeof o.checkpoint !== 'string') throw new UsageError('--checkpoint DIR is required');
+  const json = Boolean(o.json);
+  await setBackend('auto');
+  const policy = DiffusionPolicy.load(o.checkpoint, { env: envName });
+  const env = await makeEnv(envName);
+  const novel = intOpt(o['novel-obstacles'], 'novel-obstacles', 0, 0);
+  const spec = typeof o.guide === 'string' ? o.guide : undefined;
+  const guidanceFor = spec ? (constraints: readonly Circle[]): readonly CostTerm[] => parseGuideSpec(spec, envName, { constraints }) : undefined;
+  const episodes = intOpt(o.episodes, 'episodes', 50, 1);
+  const bar = progressSink({ json: false, label: `eval ${envName}` });
+  try {
+    const report = evaluatePolicy(env, policy, {
+      episodes,
+      seed: intOpt(o.seed, 'seed', 0),
+      novel,
+      guidanceFor,
+      sampler: o.sampler === undefined ? undefined : choiceOpt(o.sampler, 'sampler', SAMPLER_NAMES, 'ddim'),
+      steps: o.steps === undefined ? undefined : intOpt(o.steps, 'steps', 10, 1),
+      candidates: intOpt(o.candidates, 'candidates', 1, 1),
+      pinExecuted: o['pin-executed'] ? 1 : 0,
+      onEpisode: (i, s) => bar.update({ success: s.success ? 1 : 0 }, (i + 1) / episodes),
+    });
+    bar.done();
+    const { perEpisode, ...summary } = report;
+    const full = { event: 'eval', checkpoint: o.checkpoint, guide: spec ?? null, novel, ...summary, ...(o['per-episode'] ? { perEpisode } : {}) };
+    emit(json, full, JSON.stringify(full, null, 2));
+  } finally {
+    env.close();
+    policy.dispose();
+  }
+  return 0;
+}

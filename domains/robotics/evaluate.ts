@@ -1,0 +1,154 @@
+/**
+ * Policy evaluation on seeded episodes: success, coverage / goal distance, reward, behaviour
+ * modes, constraint violations and chunk latency, with optional guidance and novel obstacles.
+ */
+import { Rng } from '../../src/rng/rng.js';
+import { ArmReachEnv } from './env/armReach.js';
+import { OBS_LAYOUT } from './env/armReachSpec.js';
+import { PUSHT_AGENT_RADIUS } from './env/pusht.js';
+import type { Env } from './env/types.js';
+import { detourMode } from './expert/armReachExpert.js';
+import type { CostTerm, DiffusionPolicy } from './policy/policy.js';
+import { percentile, runEpisode, type EpisodeResult } from './policy/runner.js';
+
+export interface Circle {
+  readonly x: number;
+  readonly y: number;
+  readonly r: number;
+}
+
+export interface EvalOptions {
+  readonly episodes: number;
+  readonly seed: number;
+  readonly guidance?: readonly CostTerm[];
+  /** arm-reach: novel obstacles per episode placed on a detour; pusht: forbidden circles. */
+  readonly novel?: number;
+  readonly sampler?: import('../../src/sample/registry.js').SamplerName;
+  readonly steps?: number;
+  readonly candidates?: number;
+  readonly pinExecuted?: number;
+  readonly onEpisode?: (i: number, r: EpisodeSummary) => void;
+  /** Called per episode with the novel constraints, so guidance terms can see them. */
+  readonly guidanceFor?: (constraints: readonly Circle[]) => readonly CostTerm[];
+}
+
+export interface EpisodeSummary {
+  readonly seed: number;
+  readonly success: boolean;
+  readonly steps: number;
+  readonly finalCoverage?: number;
+  readonly maxReward: number;
+  readonly finalDistance?: number;
+  readonly mode?: string;
+  readonly violations: number;
+}
+
+export interface EvalReport {
+  readonly env: string;
+  readonly episodes: number;
+  readonly successRate: number;
+  readonly meanFinalCoverage?: number;
+  readonly meanMaxReward: number;
+  readonly meanFinalDistance?: number;
+  readonly modes?: Record<string, number>;
+  /** Episodes with at least one constraint violation (collision / forbidden-region entry). */
+  readonly episodesWithViolations: number;
+  readonly meanViolationSteps: number;
+  readonly latencyMs: { readonly p50: number; readonly p99: number; readonly mean: number; readonly chunks: number };
+  readonly perEpisode: EpisodeSummary[];
+}
+
+/** Forbidden circles for Push-T: on the segment between the agent start and the block, where pushing would pass. */
+function pushtForbidden(obs: Float64Array, k: number, rng: Rng): Circle[] {
+  const out: Circle[] = [];
+  for (let i = 0; i < k; i++) {
+    const f = 0.35 + 0.3 * rng.uniform();
+    out.push({ x: obs[0] + f * (obs[2] - obs[0]), y: obs[1] + f * (obs[3] - obs[1]), r: 30 });
+  }
+  return out;
+}
+
+/** Novel arm-reach obstacles: beside the central obstacle on a random side, where one detour passes. */
+function armNovel(obs: Float64Array, k: number, rng: Rng): Circle[] {
+  const o = OBS_LAYOUT.obstacles;
+  const cx = obs[o];
+  const cy = obs[o + 1];
+  const cr = obs[o + 2];
+  const d = Math.hypot(cx, cy);
+  const ux = cx / d;
+  const uy = cy / d;
+  const out: Circle[] = [];
+  for (let i = 0; i < k; i++) {
+    const side = rng.uniform() < 0.5 ? -1 : 1;
+    const off = cr + 0.09 + 0.02 * i;
+    out.push({ x: cx - side * uy * off, y: cy + side * ux * off, r: 0.045 });
+  }
+  return out;
+}
+
+function pushtViolations(observations: Float64Array[], circles: readonly Circle[]): number {
+  let n = 0;
+  for (const o of observations) if (circles.some((c) => Math.hypot(o[0] - c.x, o[1] - c.y) < c.r + PUSHT_AGENT_RADIUS)) n++;
+  return n;
+}
+
+export function evaluatePolicy(env: Env, policy: DiffusionPolicy, opts: EvalOptions): EvalReport {
+  const per: EpisodeSummary[] = [];
+  const lat: number[] = [];
+  const master = new Rng(opts.seed);
+  for (let i = 0; i < opts.episodes; i++) {
+    const seed = opts.seed * 1000 + i;
+    const rng = master.split(1)[0];
+    let constraints: Circle[] = [];
+    let state: Float64Array | undefined;
+    if (opts.novel && opts.novel > 0) {
+      const obs0 = env.reset({ seed });
+      if (env.name === 'arm-reach') {
+        constraints = armNovel(obs0, opts.novel, rng);
+        (env as ArmReachEnv).reset({ seed, extraObstacles: constraints.map((c) => ({ x: c.x, y: c.y, radius: c.r })) });
+        state = env.getState() as Float64Array;
+      } else {
+        constraints = pushtForbidden(obs0, opts.novel, rng);
+      }
+    }
+    const guidance = opts.guidanceFor ? opts.guidanceFor(constraints) : opts.guidance;
+    const r: EpisodeResult = runEpisode(env, policy, { seed, state, guidance, sampler: opts.sampler, steps: opts.steps, candidates: opts.candidates, pinExecuted: opts.pinExecuted });
+    lat.push(...r.chunkLatenciesMs);
+    let s: EpisodeSummary;
+    if (env.name === 'pusht') {
+      s = { seed, success: r.success, steps: r.steps, finalCoverage: Number(r.finalInfo.coverage ?? 0), maxReward: r.maxReward, violations: pushtViolations(r.observations, constraints) };
+    } else {
+      const o = OBS_LAYOUT.obstacles;
+      const first = r.observations[0];
+      const ee = r.observations.map((ob) => [ob[OBS_LAYOUT.ee], ob[OBS_LAYOUT.ee + 1]] as const);
+      const success = Boolean(r.finalInfo.success) && !r.finalInfo.collided;
+      s = {
+        seed,
+        success,
+        steps: r.steps,
+        maxReward: r.maxReward,
+        finalDistance: Number(r.finalInfo.distance ?? NaN),
+        mode: detourMode(ee, [first[o], first[o + 1]]),
+        violations: r.finalInfo.collided ? 1 : 0,
+      };
+    }
+    per.push(s);
+    opts.onEpisode?.(i, s);
+  }
+  const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
+  const modes: Record<string, number> = {};
+  for (const p of per) if (p.mode) modes[p.mode] = (modes[p.mode] ?? 0) + 1 / per.length;
+  return {
+    env: env.name,
+    episodes: per.length,
+    successRate: mean(per.map((p) => (p.success ? 1 : 0))),
+    meanFinalCoverage: env.name === 'pusht' ? mean(per.map((p) => p.finalCoverage ?? 0)) : undefined,
+    meanMaxReward: mean(per.map((p) => p.maxReward)),
+    meanFinalDistance: env.name === 'arm-reach' ? mean(per.map((p) => p.finalDistance ?? NaN)) : undefined,
+    modes: env.name === 'arm-reach' ? modes : undefined,
+    episodesWithViolations: per.filter((p) => p.violations > 0).length,
+    meanViolationSteps: mean(per.map((p) => p.violations)),
+    latencyMs: { p50: percentile(lat, 50), p99: percentile(lat, 99), mean: mean(lat), chunks: lat.length },
+    perEpisode: per,
+  };
+}

@@ -1,0 +1,58 @@
+/** Diffusion Policy configuration, validated (Chi et al. 2023: To = 2, Tp = 16, Ta = 8). */
+import { PATH_KINDS, type PathKind } from '../../../src/path/index.js';
+import type { Prediction } from '../../../src/predict/convert.js';
+import { SAMPLER_NAMES, type SamplerName } from '../../../src/sample/registry.js';
+import { checkNumber, checkOneOf, fail } from '../../../src/util/validate.js';
+
+export interface DiffusionPolicyConfig {
+  /** Environment the policy acts in ('pusht', 'arm-reach', or a user's own name). */
+  readonly env: string;
+  /** Observation feature size per frame (after the environment's feature map). */
+  readonly obsDim: number;
+  readonly actionDim: number;
+  /** Observation history To. */
+  readonly obsHorizon: number;
+  /** Predicted chunk length Tp. */
+  readonly predHorizon: number;
+  /** Executed actions per replanning Ta; must satisfy Ta <= Tp - To + 1. */
+  readonly actionHorizon: number;
+  /** U-Net channels per resolution. */
+  readonly channels: readonly number[];
+  readonly embedDim: number;
+  readonly path: PathKind;
+  readonly prediction: Prediction;
+  readonly objective: 'denoising' | 'flow-matching';
+  readonly sampler: SamplerName;
+  readonly samplingSteps: number;
+}
+
+export const DEFAULT_POLICY: Omit<DiffusionPolicyConfig, 'env' | 'obsDim' | 'actionDim'> = {
+  obsHorizon: 2,
+  predHorizon: 16,
+  actionHorizon: 8,
+  channels: [64, 128, 256],
+  embedDim: 64,
+  path: 'vp-cosine',
+  prediction: 'eps',
+  objective: 'denoising',
+  sampler: 'ddim',
+  samplingSteps: 10,
+};
+
+export function validatePolicyConfig(c: DiffusionPolicyConfig): DiffusionPolicyConfig {
+  if (!c || typeof c !== 'object') fail('policy config: expected an object');
+  if (typeof c.env !== 'string' || c.env.length === 0) fail('policy.env: expected a non-empty string');
+  checkNumber('policy.obsDim', c.obsDim, { integer: true, min: 1 });
+  checkNumber('policy.actionDim', c.actionDim, { integer: true, min: 1 });
+  checkNumber('policy.obsHorizon', c.obsHorizon, { integer: true, min: 1 });
+  checkNumber('policy.predHorizon', c.predHorizon, { integer: true, min: 1 });
+  checkNumber('policy.actionHorizon', c.actionHorizon, { integer: true, min: 1 });
+  if (c.actionHorizon > c.predHorizon - c.obsHorizon + 1) {
+    fail(`policy.actionHorizon: Ta = ${c.actionHorizon} must be <= Tp - To + 1 = ${c.predHorizon - c.obsHorizon + 1}`);
+  }
+  checkOneOf('policy.path', c.path, PATH_KINDS);
+  checkOneOf('policy.objective', c.objective, ['denoising', 'flow-matching']);
+  checkOneOf('policy.sampler', c.sampler, SAMPLER_NAMES);
+  checkNumber('policy.samplingSteps', c.samplingSteps, { integer: true, min: 1 });
+  return c;
+}

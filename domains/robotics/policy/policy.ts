@@ -1,0 +1,220 @@
+/**
+ * Diffusion Policy: a conditional temporal U-Net that denoises an action chunk [Tp, A] given
+ * the last To observation frames. Min-max normalisation of observations and actions lives
+ * outside the network and is stored in the checkpoint. Inference uses the core's samplers,
+ * guidance and inpainting only.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { Normalizer, type NormalizerState } from '../../../src/data/normalizer.js';
+import { wrapNetwork, type Denoiser, type Network, type Parameterization } from '../../../src/denoiser/denoiser.js';
+import { gradientGuidance, guide, inpaint } from '../../../src/guide/index.js';
+import type { GuidanceSchedule } from '../../../src/guide/schedule.js';
+import { ParamStore } from '../../../src/nn/params.js';
+import { buildNetwork, type ModelSpec } from '../../../src/nn/registry.js';
+import { pathFromSpec, type NoisePath } from '../../../src/path/index.js';
+import { Rng } from '../../../src/rng/rng.js';
+import { sample, type SamplerName } from '../../../src/sample/registry.js';
+import { loadCheckpoint } from '../../../src/train/checkpoint.js';
+import { checkNumber, fail } from '../../../src/util/validate.js';
+import '../model/temporalUnet.js';
+import { validatePolicyConfig, type DiffusionPolicyConfig } from './config.js';
+import { featuresFor, type FeatureMap } from './features.js';
+
+export const POLICY_TASK_PREFIX = 'robot-policy/';
+
+/** A differentiable cost of raw (unnormalised) action chunks [B, Tp, A] -> [B]; lower is better. */
+export type ChunkCost = (actions: tf.Tensor, ctx: { readonly obs: readonly ArrayLike<number>[][] }) => tf.Tensor;
+
+export interface CostTerm {
+  readonly name: string;
+  readonly cost: ChunkCost;
+  readonly scale: number;
+  readonly schedule?: GuidanceSchedule;
+  readonly clipNorm?: number;
+}
+
+export interface PredictOptions {
+  readonly seed?: number;
+  readonly sampler?: SamplerName;
+  readonly steps?: number;
+  /** Cost terms whose gradients steer sampling (Diffuser-style reward guidance). */
+  readonly guidance?: readonly CostTerm[];
+  /**
+   * Actions pinned at the start of the chunk (raw units), e.g. the ones already executed or
+   * queued, for continuity between chunks: pinned[k] fixes chunk step k.
+   */
+  readonly pinned?: readonly ArrayLike<number>[];
+  /** Several candidate chunks per window; the one with the lowest total guidance cost is returned. */
+  readonly candidates?: number;
+}
+
+export interface ChunkResult {
+  /** Per window: Tp actions of size A (raw units). */
+  readonly chunks: Float32Array[];
+  readonly latencyMs: number;
+}
+
+export class DiffusionPolicy {
+  readonly features: FeatureMap;
+  readonly path: NoisePath;
+  readonly param: Parameterization;
+  private readonly net: Network;
+  private callCount = 0;
+
+  constructor(
+    readonly config: DiffusionPolicyConfig,
+    readonly store: ParamStore,
+    readonly obsNormalizer: Normalizer,
+    readonly actionNormalizer: Normalizer,
+  ) {
+    validatePolicyConfig(config);
+    this.features = featuresFor(config.env, config.obsDim);
+    if (obsNormalizer.dim !== this.features.outputDim) fail(`obs normaliser has ${obsNormalizer.dim} features, the ${config.env} feature map gives ${this.features.outputDim}`);
+    if (actionNormalizer.dim !== config.actionDim) fail(`action normaliser has ${actionNormalizer.dim} features, config.actionDim is ${config.actionDim}`);
+    this.path = pathFromSpec(config.path);
+    this.param = { path: this.path, prediction: config.prediction };
+    this.net = buildNetwork(DiffusionPolicy.modelSpec(config, this.features.outputDim), store);
+  }
+
+  static modelSpec(c: DiffusionPolicyConfig, featureDim: number): ModelSpec {
+    return {
+      kind: 'temporal-unet',
+      config: { actionDim: c.actionDim, horizon: c.predHorizon, condDim: c.obsHorizon * featureDim, channels: [...c.channels], embedDim: c.embedDim },
+    };
+  }
+
+  /** Load a policy checkpoint (EMA weights when present). `env` guards against another environment's checkpoint. */
+  static load(dir: string, opts: { env?: string; ema?: boolean } = {}): DiffusionPolicy {
+    const ck = loadCheckpoint(dir, { expectTask: opts.env ? POLICY_TASK_PREFIX + opts.env : POLICY_TASK_PREFIX });
+    const extra = ck.meta.extra as { policy?: DiffusionPolicyConfig } | undefined;
+    if (!extra?.policy) fail(`checkpoint '${dir}': no policy config`);
+    const norm = ck.meta.normalizer as Record<string, NormalizerState> | undefined;
+    if (!norm?.obs || !norm.action) fail(`checkpoint '${dir}': missing obs/action normalisers`);
+    const useEma = opts.ema !== false && ck.ema !== undefined;
+    const store = useEma ? (ck.ema as ParamStore) : ck.params;
+    if (useEma) ck.params.dispose();
+    else ck.ema?.dispose();
+    ck.optimizer?.m.dispose();
+    ck.optimizer?.v.dispose();
+    return new DiffusionPolicy(extra.policy, store, new Normalizer(norm.obs), new Normalizer(norm.action));
+  }
+
+  get horizon(): { obs: number; pred: number; action: number } {
+    return { obs: this.config.obsHorizon, pred: this.config.predHorizon, action: this.config.actionHorizon };
+  }
+
+  /** Conditioning tensor [B, To * F] from raw observation windows. */
+  private condition(windows: readonly (readonly ArrayLike<number>[])[]): tf.Tensor2D {
+    const To = this.config.obsHorizon;
+    const F = this.features.outputDim;
+    const flat = new Float32Array(windows.length * To * F);
+    windows.forEach((w, b) => {
+      if (!Array.isArray(w) || w.length !== To) fail(`windows[${b}]: expected ${To} observation frames (oldest first), received ${Array.isArray(w) ? w.length : typeof w}`);
+      w.forEach((o, k) => {
+        flat.set(this.obsNormalizer.normalize(this.features(o)), (b * To + k) * F);
+      });
+    });
+    return tf.tensor2d(flat, [windows.length, To * F]);
+  }
+
+  /** Normalised -> raw actions, differentiable. */
+  unnormalizeTensor(x: tf.Tensor): tf.Tensor {
+    const { offset, scale } = this.actionNormalizer.state;
+    return tf.add(tf.mul(x, tf.tensor1d(scale)), tf.tensor1d(offset));
+  }
+
+  /** Denoiser for a batch of windows, with optional guidance and pinned-action inpainting. */
+  private denoiserFor(cond: tf.Tensor, windows: readonly (readonly ArrayLike<number>[])[], opts: PredictOptions, batch: number, rng: Rng): { den: Denoiser; project?: (x: tf.Tensor, t: number) => tf.Tensor; dispose: () => void } {
+    let den = wrapNetwork(this.net, this.param, cond);
+    const owned: tf.Tensor[] = [];
+    const wrappers = (opts.guidance ?? []).map((term) =>
+      gradientGuidance({
+        path: this.path,
+        on: 'x0',
+        scale: checkNumber(`guidance '${term.name}' scale`, term.scale, { min: 0 }),
+        schedule: term.schedule,
+        clipNorm: term.clipNorm,
+        fn: (x0) => tf.neg(term.cost(this.unnormalizeTensor(x0), { obs: windows as ArrayLike<number>[][] })),
+      }),
+    );
+    if (wrappers.length) den = guide(den, ...wrappers);
+    let project: ((x: tf.Tensor, t: number) => tf.Tensor) | undefined;
+    if (opts.pinned && opts.pinned.length > 0) {
+      const Tp = this.config.predHorizon;
+      const A = this.config.actionDim;
+      if (opts.pinned.length > Tp) fail(`pinned: at most ${Tp} actions, received ${opts.pinned.length}`);
+      const known = new Float32Array(Tp * A);
+      const mask = new Float32Array(Tp * A);
+      opts.pinned.forEach((a, k) => {
+        if (!a || a.length !== A) fail(`pinned[${k}]: expected ${A} numbers, received ${a?.length}`);
+        known.set(this.actionNormalizer.normalize(a), k * A);
+        mask.fill(1, k * A, (k + 1) * A);
+      });
+      const knownT = tf.tensor3d(known, [1, Tp, A]);
+      const maskT = tf.tensor3d(mask, [1, Tp, A]);
+      owned.push(knownT, maskT);
+      const ip = inpaint({ path: this.path, known: tf.tile(knownT, [batch, 1, 1]), mask: tf.tile(maskT, [batch, 1, 1]), rng });
+      den = ip.denoiser(den);
+      project = ip.project;
+    }
+    return { den, project, dispose: () => owned.forEach((t) => t.dispose()) };
+  }
+
+  /** Predict one chunk per observation window (batched). */
+  predictChunks(windows: readonly (readonly ArrayLike<number>[])[], opts: PredictOptions = {}): ChunkResult {
+    if (!Array.isArray(windows) || windows.length === 0) fail('windows: expected at least one observation window');
+    const t0 = performance.now();
+    const cands = checkNumber('candidates', opts.candidates ?? 1, { integer: true, min: 1 });
+    const rng = new Rng(opts.seed ?? this.callCount++);
+    const expanded = cands === 1 ? windows : windows.flatMap((w) => Array.from({ length: cands }, () => w));
+    const B = expanded.length;
+    const Tp = this.config.predHorizon;
+    const A = this.config.actionDim;
+    const cond = this.condition(expanded);
+    const { den, project, dispose } = this.denoiserFor(cond, expanded, opts, B, rng);
+    let raw: Float32Array;
+    let costs: Float32Array | undefined;
+    try {
+      const x = sample({
+        denoiser: den,
+        path: this.path,
+        shape: [B, Tp, A],
+        sampler: opts.sampler ?? this.config.sampler,
+        grid: { kind: 'uniform', steps: opts.steps ?? this.config.samplingSteps },
+        rng,
+        project,
+      });
+      const actions = tf.tidy(() => this.unnormalizeTensor(x));
+      x.dispose();
+      raw = actions.dataSync() as Float32Array;
+      if (cands > 1 && opts.guidance?.length) {
+        costs = tf.tidy(() => tf.addN(opts.guidance!.map((g) => tf.mul(g.cost(actions, { obs: expanded as ArrayLike<number>[][] }), g.scale))).dataSync() as Float32Array);
+      }
+      actions.dispose();
+    } finally {
+      cond.dispose();
+      dispose();
+    }
+    const chunks: Float32Array[] = [];
+    for (let w = 0; w < windows.length; w++) {
+      let best = w * cands;
+      if (costs) for (let c = 1; c < cands; c++) if (costs[w * cands + c] < costs[best]) best = w * cands + c;
+      chunks.push(raw.slice(best * Tp * A, (best + 1) * Tp * A));
+    }
+    return { chunks, latencyMs: performance.now() - t0 };
+  }
+
+  /** The actions to execute from a chunk: steps [To-1, To-1+Ta) (Diffusion Policy's convention). */
+  executable(chunk: Float32Array): Float64Array[] {
+    const A = this.config.actionDim;
+    const out: Float64Array[] = [];
+    for (let k = this.config.obsHorizon - 1; k < this.config.obsHorizon - 1 + this.config.actionHorizon; k++) {
+      out.push(Float64Array.from(chunk.subarray(k * A, (k + 1) * A)));
+    }
+    return out;
+  }
+
+  dispose(): void {
+    this.store.dispose();
+  }
+}

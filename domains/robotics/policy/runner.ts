@@ -1,0 +1,77 @@
+/**
+ * Receding-horizon execution (Diffusion Policy): keep the last To observations, predict a
+ * chunk, execute Ta of its actions, replan. Works with any `Env` and any chunk predictor.
+ */
+import type { Env } from '../env/types.js';
+import type { DiffusionPolicy, PredictOptions } from './policy.js';
+
+export interface EpisodeResult {
+  readonly seed: number;
+  readonly steps: number;
+  readonly success: boolean;
+  readonly totalReward: number;
+  /** Highest step reward of the episode (Diffusion Policy's Push-T score). */
+  readonly maxReward: number;
+  readonly finalInfo: Readonly<Record<string, number | boolean | string>>;
+  readonly chunkLatenciesMs: number[];
+  /** Executed actions, one per step. */
+  readonly actions: Float64Array[];
+  readonly observations: Float64Array[];
+}
+
+export interface RunOptions extends PredictOptions {
+  readonly seed: number;
+  readonly maxSteps?: number;
+  /** Reset from an explicit state instead of the seed. */
+  readonly state?: Float64Array;
+  /** Pin this many already-executed actions at the chunk start (continuity); 0 = off. */
+  readonly pinExecuted?: number;
+}
+
+export function runEpisode(env: Env, policy: DiffusionPolicy, opts: RunOptions): EpisodeResult {
+  const { obs: To } = policy.horizon;
+  let obs = opts.state ? env.reset({ state: opts.state }) : env.reset({ seed: opts.seed });
+  const history: Float64Array[] = Array.from({ length: To }, () => obs);
+  const maxSteps = Math.min(opts.maxSteps ?? env.maxSteps, env.maxSteps);
+  const latencies: number[] = [];
+  const actions: Float64Array[] = [];
+  const observations: Float64Array[] = [obs];
+  let total = 0;
+  let maxReward = 0;
+  let success = false;
+  let info: Readonly<Record<string, number | boolean | string>> = {};
+  let steps = 0;
+  let chunkIndex = 0;
+  while (steps < maxSteps && !success) {
+    // Chunk step k is the action at time t-To+1+k, so the To-1 most recent executed actions
+    // occupy the chunk's first positions; pinning them keeps consecutive chunks continuous.
+    const pin = (opts.pinExecuted ?? 0) > 0 && To > 1 && actions.length >= To - 1;
+    const pinned = pin ? actions.slice(actions.length - (To - 1)) : undefined;
+    const { chunks, latencyMs } = policy.predictChunks([history.slice(-To)], { ...opts, seed: opts.seed * 100003 + chunkIndex++, pinned });
+    latencies.push(latencyMs);
+    for (const a of policy.executable(chunks[0])) {
+      const r = env.step(a);
+      steps++;
+      actions.push(a);
+      obs = r.observation;
+      observations.push(obs);
+      history.push(obs);
+      if (history.length > To) history.shift();
+      total += r.reward;
+      maxReward = Math.max(maxReward, r.reward);
+      info = r.info;
+      if (r.terminated) {
+        success = true;
+        break;
+      }
+      if (r.truncated || steps >= maxSteps) break;
+    }
+  }
+  return { seed: opts.seed, steps, success, totalReward: total, maxReward, finalInfo: info, chunkLatenciesMs: latencies, actions, observations };
+}
+
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
+}
