@@ -20,12 +20,19 @@ export function uniformGrid(path: NoisePath, steps: number): number[] {
   return Array.from({ length: steps + 1 }, (_, i) => (i === steps ? 0 : path.tMax * (1 - i / steps)));
 }
 
+/**
+ * Largest scaled noise level sigma/alpha a grid is spaced from. Where alpha vanishes at tMax
+ * (rectified flow at t = 1) sigma/alpha is infinite; samplers evaluate such a time at
+ * alpha/sigma = 1e-4 (`finiteAlphaTime`), so grids are spaced from the same level.
+ */
+const MAX_SCALED_SIGMA = 1e4;
+
 /** Karras et al. (2022) rho-spacing of the scaled noise level sigma/alpha between tMax and tMin, then 0. */
 export function karrasGrid(path: NoisePath, steps: number, rho = 7): number[] {
   checkNumber('steps', steps, { integer: true, min: 1 });
   checkNumber('rho', rho, { min: 1e-3 });
   const sc = (t: number): number => path.sigma(t) / path.alpha(t);
-  const hi = Math.pow(sc(path.tMax), 1 / rho);
+  const hi = Math.pow(Math.min(sc(path.tMax), MAX_SCALED_SIGMA), 1 / rho);
   const lo = Math.pow(sc(path.tMin), 1 / rho);
   const n = steps;
   const pts: number[] = [];
@@ -40,7 +47,7 @@ export function karrasGrid(path: NoisePath, steps: number, rho = 7): number[] {
 /** Uniform in log-SNR between tMax and tMin, then 0 (DPM-Solver's recommended spacing). */
 export function logSnrGrid(path: NoisePath, steps: number): number[] {
   checkNumber('steps', steps, { integer: true, min: 1 });
-  const l0 = path.logSnr(path.tMax);
+  const l0 = Math.max(path.logSnr(path.tMax), -2 * Math.log(MAX_SCALED_SIGMA));
   const l1 = path.logSnr(path.tMin);
   const pts: number[] = [];
   for (let i = 0; i < steps; i++) {

@@ -58,6 +58,9 @@ export function sample(req: SampleRequest): tf.Tensor {
   if (!Array.isArray(req.shape) || req.shape.length === 0 || req.shape.some((d) => !Number.isInteger(d) || d <= 0)) {
     fail(`shape: expected positive integer dimensions, received [${String(req.shape)}]`);
   }
+  if (!req.rng || typeof (req.rng as { normal?: unknown }).normal !== 'function') {
+    fail(`rng: expected an Rng (sample draws the starting noise from it), received ${String(req.rng)}`);
+  }
   const grid = Array.isArray(req.grid) ? (req.grid as number[]) : makeGrid(req.path, req.grid as GridSpec);
   const x = tf.tidy(() => tf.mul(req.rng.normal(req.shape), req.path.sigma(grid[0])));
   try {
