@@ -1,0 +1,521 @@
+/**
+ * Differentiable action-chunk costs for Diffuser-style guidance of a Diffusion Policy
+ * (see ChunkCost / CostTerm in ../policy/policy.ts): each factory returns a function of raw
+ * action chunks [B, Tp, A] and the observation windows, giving one cost per chunk [B]
+ * (lower is better). Everything on the actions path is a tfjs op, so the policy can
+ * differentiate the cost through the denoiser; the observations are plain numbers and only
+ * shape constants. Each cost runs inside its own tf.tidy, so it returns exactly one new tensor
+ * whether or not the caller tidies.
+ *
+ * Time convention (Diffusion Policy): with To observation frames in a row of ctx.obs, chunk step
+ * k is the action at time t - To + 1 + k, where t is the latest observation's time. Steps
+ * k < To - 1 lie in the past and are never executed, so the state costs (forbidden regions,
+ * obstacles, joint and workspace limits) only look at the steps k >= To - 1; smoothness spans
+ * the whole chunk (continuity with the already executed actions).
+ *
+ * arm-reach kinematics along the chunk (velocity actions, rad/s, held for dt each):
+ *   q_k = q_t + dt * sum_{j = To-1}^{k} a_j   for k >= To - 1,   q_k = q_t before;
+ * position actions (joint targets) are taken as the joint positions themselves.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { checkNumber, checkOneOf, fail } from '../../../src/util/validate.js';
+import { JOINT_LIMITS, LINK_LENGTHS, LINK_RADIUS, type Obstacle } from '../env/armReachKinematics.js';
+import { MAX_OBSTACLES, OBS_LAYOUT } from '../env/armReachSpec.js';
+import { PUSHT_AGENT_RADIUS, PUSHT_SIZE } from '../env/pusht.js';
+import type { ChunkCost, CostTerm } from '../policy/policy.js';
+
+/** A circle in the environment's units: Push-T pixels, arm-reach metres. */
+export interface Circle {
+  readonly x: number;
+  readonly y: number;
+  readonly r: number;
+}
+
+/** Either circle spelling: {x, y, r} (evaluation constraints) or {x, y, radius} (arm-reach Obstacle). */
+export type CircleLike = Circle | Obstacle;
+
+/** Control period of arm-reach (s): each velocity action is held for this long. */
+export const ARM_DT = 0.1;
+
+export type ArmActionMode = 'velocity' | 'position';
+
+/** How arm-reach actions map to joint positions along the chunk. */
+export interface ArmKinematicsOptions {
+  /** Control period (s) for velocity actions. Default ARM_DT = 0.1. */
+  readonly dt?: number;
+  /** 'velocity' (joint speeds, the default) or 'position' (absolute joint targets). */
+  readonly actionMode?: ArmActionMode;
+}
+
+/** Squared-distance regulariser of the smooth distance sqrt(d^2 + eps), per unit system. */
+const PUSHT_EPS = 1e-6; // px^2
+const ARM_EPS = 1e-10; // m^2
+
+interface ChunkInfo {
+  readonly B: number;
+  readonly Tp: number;
+  readonly A: number;
+  /** Observation frames per batch row (To_b). */
+  readonly to: readonly number[];
+  readonly obs: readonly (readonly ArrayLike<number>[])[];
+}
+
+/** Validates the actions tensor and the observation windows (shapes only; no tensor data is read). */
+function chunkInfo(name: string, actions: tf.Tensor, ctx: { readonly obs: readonly ArrayLike<number>[][] }, actionDim?: number): ChunkInfo {
+  if (!(actions instanceof tf.Tensor)) fail(`${name}: actions must be a tensor [B, Tp, A], received ${typeof actions}`);
+  if (actions.rank !== 3) fail(`${name}: actions must have shape [B, Tp, A], received [${actions.shape.join(', ')}]`);
+  const [B, Tp, A] = actions.shape as [number, number, number];
+  if (actionDim !== undefined && A !== actionDim) fail(`${name}: expected ${actionDim} numbers per action, received actions of shape [${actions.shape.join(', ')}]`);
+  if (!ctx || typeof ctx !== 'object' || !Array.isArray(ctx.obs)) fail(`${name}: ctx.obs must be an array of observation windows (one per batch row)`);
+  if (ctx.obs.length !== B) fail(`${name}: ctx.obs has ${ctx.obs.length} observation windows, the actions have batch size ${B}`);
+  const to = ctx.obs.map((w, b) => {
+    if (!Array.isArray(w) || w.length === 0) fail(`${name}: ctx.obs[${b}] must be a non-empty array of observation frames (oldest first)`);
+    if (w.length > Tp) fail(`${name}: ctx.obs[${b}] has ${w.length} frames, more than the chunk length Tp = ${Tp}`);
+    return w.length;
+  });
+  return { B, Tp, A, to, obs: ctx.obs };
+}
+
+/** [B, Tp]: 1 at the steps k >= To_b - 1 (present and future), 0 at past steps. */
+function futureMask(info: ChunkInfo): tf.Tensor2D {
+  const m = new Float32Array(info.B * info.Tp);
+  info.to.forEach((to, b) => m.fill(1, b * info.Tp + to - 1, (b + 1) * info.Tp));
+  return tf.tensor2d(m, [info.B, info.Tp]);
+}
+
+/** A tensor equal to zero per row that stays connected to `actions` (so gradients exist and are 0). */
+function zeroCost(actions: tf.Tensor): tf.Tensor1D {
+  return tf.add(tf.mul(tf.sum(actions, [1, 2]), 0), 0) as tf.Tensor1D; // + 0 turns -0 into 0
+}
+
+function lastFrame(name: string, info: ChunkInfo, b: number, size: number): ArrayLike<number> {
+  const w = info.obs[b]!;
+  const f = w[w.length - 1];
+  if (!f || typeof f !== 'object' || f.length !== size) fail(`${name}: the last frame of ctx.obs[${b}] must have ${size} entries, received ${f?.length}`);
+  for (let i = 0; i < size; i++) if (!Number.isFinite(f[i])) fail(`${name}: ctx.obs[${b}] last frame entry ${i} is not finite (${f[i]})`);
+  return f;
+}
+
+function checkCircle(c: unknown, where: string, allowZero = false): Circle {
+  if (c === null || typeof c !== 'object') fail(`${where}: expected a circle {x, y, r}, received ${String(c)}`);
+  const o = c as Record<string, unknown>;
+  const r = 'r' in o ? o.r : o.radius;
+  if (typeof o.x !== 'number' || !Number.isFinite(o.x)) fail(`${where}.x: expected a finite number, received ${String(o.x)}`);
+  if (typeof o.y !== 'number' || !Number.isFinite(o.y)) fail(`${where}.y: expected a finite number, received ${String(o.y)}`);
+  if (typeof r !== 'number' || !Number.isFinite(r) || r < 0 || (!allowZero && r === 0)) {
+    fail(`${where}.r: expected a finite radius ${allowZero ? '>= 0' : '> 0'}, received ${String(r)}`);
+  }
+  return { x: o.x, y: o.y, r };
+}
+
+function checkCircles(list: unknown, where: string): Circle[] {
+  if (!Array.isArray(list)) fail(`${where}: expected an array of circles {x, y, r}, received ${typeof list}`);
+  return list.map((c, i) => checkCircle(c, `${where}[${i}]`));
+}
+
+function checkArmKinematics(name: string, opts: ArmKinematicsOptions): { dt: number; mode: ArmActionMode } {
+  const dt = checkNumber(`${name}: dt`, opts.dt ?? ARM_DT);
+  if (!(dt > 0)) fail(`${name}: dt must be > 0 seconds, received ${dt}`);
+  const mode = checkOneOf(`${name}: actionMode`, opts.actionMode ?? 'velocity', ['velocity', 'position'] as const);
+  return { dt, mode };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Push-T
+
+export interface PushtForbiddenRegionOptions {
+  /** Forbidden discs (pixels). An empty list gives a zero cost. */
+  readonly circles: readonly Circle[];
+  /**
+   * Extra clearance (pixels) between agent targets and each circle; the agent disc has radius
+   * PUSHT_AGENT_RADIUS = 15, so margin >= 15 keeps the disc itself out when the agent tracks
+   * its target.
+   */
+  readonly margin: number;
+}
+
+/**
+ * Push-T: sum over the present/future chunk steps and circles of relu(r + margin - |a_k - c|)^2,
+ * with the smooth distance sqrt(|a_k - c|^2 + eps). Actions are absolute agent targets [B, Tp, 2].
+ */
+export function pushtForbiddenRegion(opts: PushtForbiddenRegionOptions): ChunkCost {
+  const name = 'pushtForbiddenRegion';
+  if (!opts || typeof opts !== 'object') fail(`${name}: expected options { circles, margin }`);
+  const circles = checkCircles(opts.circles, `${name}: circles`);
+  const margin = checkNumber(`${name}: margin`, opts.margin, { min: 0 });
+  const centers = new Float32Array(circles.flatMap((c) => [c.x, c.y]));
+  const reach = new Float32Array(circles.map((c) => c.r + margin));
+  return (actions, ctx) => {
+    const info = chunkInfo(name, actions, ctx, 2);
+    return tf.tidy(() => {
+      if (circles.length === 0) return zeroCost(actions);
+      const N = circles.length;
+      const c = tf.tensor4d(centers, [1, 1, N, 2]);
+      const diff = tf.sub(tf.expandDims(actions, 2), c); // [B, Tp, N, 2]
+      const dist = tf.sqrt(tf.add(tf.sum(tf.square(diff), -1), PUSHT_EPS)); // [B, Tp, N]
+      const viol = tf.relu(tf.sub(tf.tensor3d(reach, [1, 1, N]), dist));
+      const perStep = tf.sum(tf.square(viol), -1); // [B, Tp]
+      return tf.sum(tf.mul(perStep, futureMask(info)), 1);
+    });
+  };
+}
+
+/**
+ * Evaluation: number of steps at which the real agent disc (radius `agentRadius`, default 15 px)
+ * intersects one of the circles. `agentPositions` holds one [x, y, ...] per step (raw Push-T
+ * observations work: their first two entries are the agent position).
+ */
+export function pushtRegionViolations(agentPositions: readonly ArrayLike<number>[], circles: readonly Circle[], agentRadius: number = PUSHT_AGENT_RADIUS): number {
+  const name = 'pushtRegionViolations';
+  if (!Array.isArray(agentPositions)) fail(`${name}: agentPositions must be an array of [x, y] positions`);
+  const cs = checkCircles(circles, `${name}: circles`);
+  const rad = checkNumber(`${name}: agentRadius`, agentRadius, { min: 0 });
+  let n = 0;
+  agentPositions.forEach((p, i) => {
+    if (!p || typeof p !== 'object' || p.length < 2 || !Number.isFinite(p[0]) || !Number.isFinite(p[1])) {
+      fail(`${name}: agentPositions[${i}] must start with a finite [x, y], received ${p === null || typeof p !== 'object' ? String(p) : `length ${p.length}`}`);
+    }
+    if (cs.some((c) => Math.hypot(p[0]! - c.x, p[1]! - c.y) < c.r + rad)) n++;
+  });
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generic
+
+/** Sum over the chunk of squared first differences |a_{k+1} - a_k|^2 (any environment). */
+export function smoothness(): ChunkCost {
+  return (actions, ctx) => {
+    const info = chunkInfo('smoothness', actions, ctx);
+    return tf.tidy(() => {
+      if (info.Tp < 2) return zeroCost(actions);
+      const d = tf.sub(tf.slice(actions, [0, 1, 0], [-1, -1, -1]), tf.slice(actions, [0, 0, 0], [-1, info.Tp - 1, -1]));
+      return tf.sum(tf.square(d), [1, 2]);
+    });
+  };
+}
+
+export interface WorkspaceLimitsOptions {
+  /** Per action dimension lower bounds. */
+  readonly low: readonly number[];
+  /** Per action dimension upper bounds (> low). */
+  readonly high: readonly number[];
+}
+
+/**
+ * Box limits for absolute-position actions (e.g. Push-T targets in [0, 512]^2): sum over the
+ * present/future steps of relu(low - a)^2 + relu(a - high)^2.
+ */
+export function workspaceLimits(opts: WorkspaceLimitsOptions): ChunkCost {
+  const name = 'workspaceLimits';
+  if (!opts || typeof opts !== 'object') fail(`${name}: expected options { low, high }`);
+  const { low, high } = opts;
+  if (!Array.isArray(low) || low.length === 0) fail(`${name}: low must be a non-empty array of numbers`);
+  if (!Array.isArray(high) || high.length !== low.length) fail(`${name}: high must be an array of ${low.length} numbers (like low), received ${Array.isArray(high) ? high.length : typeof high}`);
+  low.forEach((l, i) => {
+    checkNumber(`${name}: low[${i}]`, l);
+    checkNumber(`${name}: high[${i}]`, high[i]);
+    if (!(high[i]! > l)) fail(`${name}: high[${i}] = ${high[i]} must be greater than low[${i}] = ${l}`);
+  });
+  const A = low.length;
+  const lo = Float32Array.from(low);
+  const hi = Float32Array.from(high);
+  return (actions, ctx) => {
+    const info = chunkInfo(name, actions, ctx, A);
+    return tf.tidy(() => {
+      const below = tf.relu(tf.sub(tf.tensor1d(lo), actions));
+      const above = tf.relu(tf.sub(actions, tf.tensor1d(hi)));
+      const perStep = tf.sum(tf.add(tf.square(below), tf.square(above)), -1); // [B, Tp]
+      return tf.sum(tf.mul(perStep, futureMask(info)), 1);
+    });
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// arm-reach
+
+/**
+ * Differentiable planar forward kinematics: joint angles [..., 3] -> joint positions [..., 4, 2]
+ * (base, elbow 1, elbow 2, end effector), matching armReachKinematics.forwardKinematics.
+ */
+export function armForwardKinematics(q: tf.Tensor): tf.Tensor {
+  if (!(q instanceof tf.Tensor) || q.rank < 1 || q.shape[q.rank - 1] !== 3) {
+    fail(`armForwardKinematics: q must be a tensor [..., 3], received ${q instanceof tf.Tensor ? `[${q.shape.join(', ')}]` : typeof q}`);
+  }
+  return tf.tidy(() => armLinks(q).points);
+}
+
+/** Absolute link angles, unit link directions [..., 3, 2] and joint positions [..., 4, 2]. */
+function armLinks(q: tf.Tensor): { dirs: tf.Tensor; points: tf.Tensor } {
+  const [q1, q2, q3] = tf.split(q, 3, -1); // each [..., 1]
+  const t1 = q1!;
+  const t2 = tf.add(t1, q2!);
+  const t3 = tf.add(t2, q3!);
+  const theta = tf.concat([t1, t2, t3], -1); // [..., 3]
+  const c = tf.cos(theta);
+  const s = tf.sin(theta);
+  const dirs = tf.stack([c, s], -1); // [..., 3, 2]
+  const lengths = tf.tensor1d(LINK_LENGTHS as unknown as number[]);
+  const lx = tf.mul(c, lengths);
+  const ly = tf.mul(s, lengths);
+  const cum = (v: tf.Tensor): tf.Tensor => {
+    const [v1, v2, v3] = tf.split(v, 3, -1);
+    const p1 = v1!;
+    const p2 = tf.add(p1, v2!);
+    const p3 = tf.add(p2, v3!);
+    return tf.concat([tf.zerosLike(p1), p1, p2, p3], -1); // [..., 4]
+  };
+  const points = tf.stack([cum(lx), cum(ly)], -1); // [..., 4, 2]
+  return { dirs, points };
+}
+
+/** Predicted joint positions q_k [B, Tp, 3] along the chunk (see the module comment). */
+export function armJointTrajectory(actions: tf.Tensor, ctx: { readonly obs: readonly ArrayLike<number>[][] }, opts: ArmKinematicsOptions = {}): tf.Tensor {
+  const name = 'armJointTrajectory';
+  const kin = checkArmKinematics(name, opts);
+  const info = chunkInfo(name, actions, ctx, 3);
+  const plan = planTrajectory(name, info, kin);
+  return tf.tidy(() => jointTrajectory(actions, info, plan));
+}
+
+/** Plain-number constants of the joint trajectory (validated here, before any tensor work). */
+interface TrajectoryPlan {
+  readonly mode: ArmActionMode;
+  /** [B, Tp, Tp]: M[b, k, j] = dt for To_b - 1 <= j <= k, so that q = q_t + M @ a. */
+  readonly m?: Float32Array;
+  /** [B, 3]: q_t from each row's last observation frame. */
+  readonly q0?: Float32Array;
+}
+
+function planTrajectory(name: string, info: ChunkInfo, kin: { dt: number; mode: ArmActionMode }): TrajectoryPlan {
+  if (kin.mode === 'position') return { mode: 'position' };
+  const { B, Tp } = info;
+  const m = new Float32Array(B * Tp * Tp);
+  const q0 = new Float32Array(B * 3);
+  info.to.forEach((to, b) => {
+    for (let k = to - 1; k < Tp; k++) m.fill(kin.dt, (b * Tp + k) * Tp + to - 1, (b * Tp + k) * Tp + k + 1);
+    const f = lastFrame(name, info, b, OBS_LAYOUT.size);
+    for (let j = 0; j < 3; j++) q0[b * 3 + j] = f[OBS_LAYOUT.q + j]!;
+  });
+  return { mode: 'velocity', m, q0 };
+}
+
+function jointTrajectory(actions: tf.Tensor, info: ChunkInfo, plan: TrajectoryPlan): tf.Tensor {
+  if (plan.mode === 'position') return tf.clone(actions);
+  const { B, Tp } = info;
+  return tf.add(tf.tensor3d(plan.q0!, [B, 1, 3]), tf.matMul(tf.tensor3d(plan.m!, [B, Tp, Tp]), actions));
+}
+
+export interface ArmObstacleClearanceOptions extends ArmKinematicsOptions {
+  /** Required clearance (m) between the link capsules and each obstacle. */
+  readonly margin: number;
+  /**
+   * Obstacles not in the observations (m), e.g. novel constraints known to the planner. Entries
+   * equal to an obstacle already in a row's last observation frame are not counted twice.
+   */
+  readonly extraObstacles?: readonly CircleLike[];
+}
+
+/**
+ * arm-reach obstacle avoidance: with FK of the predicted joint trajectory, sum over the
+ * present/future steps, links and obstacles of relu(r + LINK_RADIUS + margin - dist)^2, where
+ * dist is the exact (smoothed) distance from the obstacle centre to the link segment. Obstacles
+ * are those present in each row's LAST observation frame (slots with r = 0 are skipped) plus
+ * `extraObstacles`.
+ */
+export function armObstacleClearance(opts: ArmObstacleClearanceOptions): ChunkCost {
+  const name = 'armObstacleClearance';
+  if (!opts || typeof opts !== 'object') fail(`${name}: expected options { margin, extraObstacles? }`);
+  const margin = checkNumber(`${name}: margin`, opts.margin, { min: 0 });
+  const extra = checkCircles(opts.extraObstacles ?? [], `${name}: extraObstacles`);
+  const kin = checkArmKinematics(name, opts);
+  return (actions, ctx) => {
+    const info = chunkInfo(name, actions, ctx, 3);
+    const plan = planTrajectory(name, info, kin);
+    const perRow: Circle[][] = [];
+    for (let b = 0; b < info.B; b++) {
+      const f = lastFrame(name, info, b, OBS_LAYOUT.size);
+      const list: Circle[] = [];
+      for (let i = 0; i < MAX_OBSTACLES; i++) {
+        const k = OBS_LAYOUT.obstacles + 3 * i;
+        const r = f[k + 2]!;
+        if (r > 0) list.push({ x: f[k]!, y: f[k + 1]!, r });
+      }
+      const same = (a: Circle, c: Circle): boolean => Math.abs(a.x - c.x) < 1e-6 && Math.abs(a.y - c.y) < 1e-6 && Math.abs(a.r - c.r) < 1e-6;
+      const observed = list.length;
+      for (const e of extra) if (!list.slice(0, observed).some((o) => same(o, e))) list.push(e);
+      perRow.push(list);
+    }
+    const M = Math.max(0, ...perRow.map((l) => l.length));
+    return tf.tidy(() => {
+      if (M === 0) return zeroCost(actions);
+      const { B, Tp } = info;
+      const centers = new Float32Array(B * M * 2);
+      const reach = new Float32Array(B * M);
+      const present = new Float32Array(B * M);
+      perRow.forEach((list, b) =>
+        list.forEach((o, i) => {
+          centers.set([o.x, o.y], (b * M + i) * 2);
+          reach[b * M + i] = o.r + LINK_RADIUS + margin;
+          present[b * M + i] = 1;
+        }),
+      );
+      const q = jointTrajectory(actions, info, plan); // [B, Tp, 3]
+      const { dirs, points } = armLinks(q); // [B, Tp, 3, 2], [B, Tp, 4, 2]
+      const starts = tf.slice(points, [0, 0, 0, 0], [-1, -1, 3, -1]); // [B, Tp, 3, 2]
+      const c = tf.reshape(tf.tensor3d(centers, [B, M, 2]), [B, 1, 1, M, 2]);
+      const w = tf.sub(c, tf.expandDims(starts, 3)); // [B, Tp, 3, M, 2]
+      const u = tf.expandDims(dirs, 3); // [B, Tp, 3, 1, 2]
+      const along = tf.sum(tf.mul(w, u), -1); // [B, Tp, 3, M]
+      const lengths = tf.reshape(tf.tensor1d(LINK_LENGTHS as unknown as number[]), [1, 1, 3, 1]);
+      const s = tf.minimum(tf.maximum(along, 0), lengths);
+      const perp = tf.sub(w, tf.mul(tf.expandDims(s, -1), u)); // centre - closest point
+      const dist = tf.sqrt(tf.add(tf.sum(tf.square(perp), -1), ARM_EPS)); // [B, Tp, 3, M]
+      const viol = tf.relu(tf.sub(tf.reshape(tf.tensor2d(reach, [B, M]), [B, 1, 1, M]), dist));
+      const pen = tf.mul(tf.square(viol), tf.reshape(tf.tensor2d(present, [B, M]), [B, 1, 1, M]));
+      const perStep = tf.sum(pen, [2, 3]); // [B, Tp]
+      return tf.sum(tf.mul(perStep, futureMask(info)), 1);
+    });
+  };
+}
+
+/** arm-reach: squared distance between the end effector at the last chunk step and the observed target. */
+export function armGoalDistance(opts: ArmKinematicsOptions = {}): ChunkCost {
+  const name = 'armGoalDistance';
+  const kin = checkArmKinematics(name, opts ?? {});
+  return (actions, ctx) => {
+    const info = chunkInfo(name, actions, ctx, 3);
+    const plan = planTrajectory(name, info, kin);
+    const target = new Float32Array(info.B * 2);
+    for (let b = 0; b < info.B; b++) {
+      const f = lastFrame(name, info, b, OBS_LAYOUT.size);
+      target[2 * b] = f[OBS_LAYOUT.target]!;
+      target[2 * b + 1] = f[OBS_LAYOUT.target + 1]!;
+    }
+    return tf.tidy(() => {
+      const q = jointTrajectory(actions, info, plan);
+      const qLast = tf.slice(q, [0, info.Tp - 1, 0], [-1, 1, -1]); // [B, 1, 3]
+      const ee = tf.reshape(tf.slice(armLinks(qLast).points, [0, 0, 3, 0], [-1, 1, 1, -1]), [info.B, 2]);
+      return tf.sum(tf.square(tf.sub(ee, tf.tensor2d(target, [info.B, 2]))), 1);
+    });
+  };
+}
+
+export interface ArmJointLimitsOptions extends ArmKinematicsOptions {
+  /** Distance (rad) to keep from each joint limit; below the smallest half range. */
+  readonly margin: number;
+}
+
+/** arm-reach: sum over the present/future steps and joints of relu(|q_k - mid| - halfRange + margin)^2. */
+export function armJointLimits(opts: ArmJointLimitsOptions): ChunkCost {
+  const name = 'armJointLimits';
+  if (!opts || typeof opts !== 'object') fail(`${name}: expected options { margin }`);
+  const halves = JOINT_LIMITS.map(([lo, hi]) => (hi - lo) / 2);
+  const minHalf = Math.min(...halves);
+  const margin = checkNumber(`${name}: margin`, opts.margin, { min: 0 });
+  if (margin >= minHalf) fail(`${name}: margin must be smaller than the smallest joint half range ${minHalf}, received ${margin}`);
+  const kin = checkArmKinematics(name, opts);
+  const mid = Float32Array.from(JOINT_LIMITS.map(([lo, hi]) => (lo + hi) / 2));
+  const slack = Float32Array.from(halves.map((h) => h - margin));
+  return (actions, ctx) => {
+    const info = chunkInfo(name, actions, ctx, 3);
+    const plan = planTrajectory(name, info, kin);
+    return tf.tidy(() => {
+      const q = jointTrajectory(actions, info, plan);
+      const excess = tf.relu(tf.sub(tf.abs(tf.sub(q, tf.tensor1d(mid))), tf.tensor1d(slack)));
+      const perStep = tf.sum(tf.square(excess), -1); // [B, Tp]
+      return tf.sum(tf.mul(perStep, futureMask(info)), 1);
+    });
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// CLI specs
+
+export const GUIDE_TERM_NAMES = ['obstacle', 'goal', 'smooth', 'limits', 'region'] as const;
+export type GuideTermName = (typeof GUIDE_TERM_NAMES)[number];
+
+/** Terms available per environment; any other environment gets 'smooth' only. */
+const TERMS_BY_ENV: Record<string, readonly GuideTermName[]> = {
+  pusht: ['region', 'smooth', 'limits'],
+  'arm-reach': ['obstacle', 'goal', 'smooth', 'limits'],
+};
+
+export const DEFAULT_REGION_MARGIN = PUSHT_AGENT_RADIUS + 5;
+export const DEFAULT_OBSTACLE_MARGIN = 0.03;
+export const DEFAULT_JOINT_LIMIT_MARGIN = 0.1;
+
+export interface GuideSpecOptions extends ArmKinematicsOptions {
+  /**
+   * Novel constraints of the episode: Push-T forbidden circles for 'region' (required by it);
+   * arm-reach obstacles for 'obstacle' beyond the observed ones (optional).
+   */
+  readonly constraints?: readonly CircleLike[];
+  /** pusht 'region' margin (px). Default DEFAULT_REGION_MARGIN = 20 (agent radius + 5). */
+  readonly regionMargin?: number;
+  /** arm-reach 'obstacle' margin (m). Default DEFAULT_OBSTACLE_MARGIN = 0.03. */
+  readonly obstacleMargin?: number;
+  /** arm-reach 'limits' margin (rad). Default DEFAULT_JOINT_LIMIT_MARGIN = 0.1. */
+  readonly limitsMargin?: number;
+}
+
+const SCALE_RE = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
+/**
+ * Parses a guidance spec such as 'obstacle:2.0,smooth:0.1,goal:1,limits:1' into cost terms for
+ * `env`. Entries are `name:scale` (or a bare `name`, scale 1), names among GUIDE_TERM_NAMES and
+ * available for the environment (pusht: region, smooth, limits; arm-reach: obstacle, goal,
+ * smooth, limits; others: smooth), scales finite and >= 0, each name at most once.
+ * pusht 'limits' keeps targets in [0, 512]^2; 'region' needs opts.constraints.
+ */
+export function parseGuideSpec(spec: string, env: string, opts: GuideSpecOptions = {}): CostTerm[] {
+  const where = 'guide spec';
+  if (typeof spec !== 'string' || spec.trim() === '') fail(`${where}: expected comma-separated name:scale entries such as 'obstacle:2,smooth:0.1', received ${JSON.stringify(spec)}`);
+  if (typeof env !== 'string' || env === '') fail(`${where}: env must be a non-empty string, received ${String(env)}`);
+  const available: readonly GuideTermName[] = TERMS_BY_ENV[env] ?? ['smooth'];
+  const seen = new Set<string>();
+  const terms: CostTerm[] = [];
+  for (const raw of spec.split(',')) {
+    const entry = raw.trim();
+    if (entry === '') fail(`${where} '${spec}': empty entry (expected name:scale separated by commas)`);
+    const parts = entry.split(':');
+    if (parts.length > 2) fail(`${where} '${spec}': entry '${entry}' has more than one ':' (expected name:scale)`);
+    const nameRaw = parts[0]!.trim();
+    if (!(GUIDE_TERM_NAMES as readonly string[]).includes(nameRaw)) {
+      fail(`${where} '${spec}': unknown guidance term '${nameRaw}' (expected one of ${GUIDE_TERM_NAMES.join(', ')})`);
+    }
+    const name = nameRaw as GuideTermName;
+    if (!available.includes(name)) fail(`${where} '${spec}': '${name}' guidance is not available for env '${env}' (available: ${available.join(', ')})`);
+    if (seen.has(name)) fail(`${where} '${spec}': '${name}' appears more than once`);
+    seen.add(name);
+    let scale = 1;
+    if (parts.length === 2) {
+      const s = parts[1]!.trim();
+      scale = Number(s);
+      if (!SCALE_RE.test(s) || !Number.isFinite(scale)) fail(`${where} '${spec}': scale of '${name}' must be a finite number, received '${parts[1]}'`);
+      if (scale < 0) fail(`${where} '${spec}': scale of '${name}' must be >= 0 (costs are minimised), received ${scale}`);
+    }
+    terms.push({ name, scale, cost: makeTerm(name, env, opts) });
+  }
+  return terms;
+}
+
+function makeTerm(name: GuideTermName, env: string, opts: GuideSpecOptions): ChunkCost {
+  const kin: ArmKinematicsOptions = { dt: opts.dt, actionMode: opts.actionMode };
+  switch (name) {
+    case 'smooth':
+      return smoothness();
+    case 'region': {
+      const circles = checkCircles(opts.constraints ?? [], 'guide spec: constraints');
+      if (circles.length === 0) fail("guide spec: 'region' guidance needs forbidden circles (options.constraints; on the CLI, --novel-obstacles K > 0)");
+      return pushtForbiddenRegion({ circles, margin: opts.regionMargin ?? DEFAULT_REGION_MARGIN });
+    }
+    case 'obstacle':
+      return armObstacleClearance({ margin: opts.obstacleMargin ?? DEFAULT_OBSTACLE_MARGIN, extraObstacles: opts.constraints ?? [], ...kin });
+    case 'goal':
+      return armGoalDistance(kin);
+    case 'limits':
+      if (env === 'pusht') return workspaceLimits({ low: [0, 0], high: [PUSHT_SIZE, PUSHT_SIZE] });
+      return armJointLimits({ margin: opts.limitsMargin ?? DEFAULT_JOINT_LIMIT_MARGIN, ...kin });
+  }
+}

@@ -1,0 +1,21 @@
+/** scoreflow's public API: the domain-agnostic diffusion / flow-matching core. */
+export * from './backend/backend.js';
+export * from './path/index.js';
+export * from './predict/index.js';
+export * from './denoiser/index.js';
+export * from './grid/index.js';
+export * from './sample/index.js';
+export * from './guide/index.js';
+export * from './loss/index.js';
+export * from './nn/index.js';
+export * from './nn/registry.js';
+export * from './train/trainer.js';
+export * from './train/checkpoint.js';
+export * from './train/optimizer.js';
+export * from './train/schedule.js';
+export * from './data/normalizer.js';
+export * from './rng/rng.js';
+export * from './metrics/slicedWasserstein.js';
+export * from './toy/mixture.js';
+export * from './toy/toyModel.js';
+export { ValidationError } from './util/validate.js';
