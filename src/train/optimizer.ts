@@ -2,10 +2,14 @@
  * Adam and AdamW (Kingma & Ba 2015; Loshchilov & Hutter 2019) over a ParamStore, with global
  * gradient-norm clipping. Written here (not tf.train) so its state is named, checkpointable
  * and restorable exactly.
+ *
+ * The update runs on one flat vector holding every parameter: a handful of kernel calls per
+ * step instead of ~15 per variable. On small models the per-call overhead of the backend, not
+ * arithmetic, dominates a training step, so this is several times faster there.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { ParamStore } from '../nn/params.js';
-import { checkNumber, checkOneOf } from '../util/validate.js';
+import { checkNumber, checkOneOf, fail } from '../util/validate.js';
 
 export interface OptimizerConfig {
   readonly kind: 'adam' | 'adamw';
@@ -27,52 +31,100 @@ export function validateOptimizerConfig(c: OptimizerConfig): Required<OptimizerC
   };
 }
 
+/** Concatenate named tensors into one flat vector (order = `names`). */
+export function flatten(names: readonly string[], get: (n: string) => tf.Tensor): tf.Tensor1D {
+  return tf.tidy(() => tf.concat(names.map((n) => tf.reshape(get(n), [-1])), 0) as tf.Tensor1D);
+}
+
+/** Split a flat vector back into tensors of the given shapes. */
+export function unflatten(flat: tf.Tensor, shapes: readonly number[][]): tf.Tensor[] {
+  const sizes = shapes.map((s) => s.reduce((a, b) => a * b, 1));
+  const parts = tf.split(flat, sizes, 0);
+  return parts.map((p, i) => tf.reshape(p, shapes[i]));
+}
+
 export class AdamOptimizer {
   readonly config: Required<OptimizerConfig>;
   /** Number of updates applied so far. */
   step = 0;
+  /** Named views of the moments, for checkpoints (filled by `syncState`). */
   readonly m: ParamStore;
   readonly v: ParamStore;
+  private readonly names: string[];
+  private readonly shapes: number[][];
+  private mFlat: tf.Variable;
+  private vFlat: tf.Variable;
 
-  constructor(private readonly params: ParamStore, config: OptimizerConfig) {
+  constructor(private readonly params: ParamStore, config: OptimizerConfig, names: readonly string[] = params.trainableNames()) {
     this.config = validateOptimizerConfig(config);
+    this.names = [...names];
+    if (this.names.length === 0) fail('optimizer: no trainable parameters');
+    this.shapes = this.names.map((n) => params.get(n).shape);
+    const total = this.shapes.reduce((s, sh) => s + sh.reduce((a, b) => a * b, 1), 0);
+    const zeros = tf.zeros([total]);
+    this.mFlat = tf.variable(zeros, false);
+    this.vFlat = tf.variable(zeros, false);
+    zeros.dispose();
     this.m = params.clone(false);
     this.v = params.clone(false);
-    for (const n of this.m.names()) this.m.get(n).assign(tf.zerosLike(this.m.get(n)));
-    for (const n of this.v.names()) this.v.get(n).assign(tf.zerosLike(this.v.get(n)));
+  }
+
+  /** Copy the flat moments into the named `m` / `v` stores (before saving a checkpoint). */
+  syncState(): void {
+    tf.tidy(() => {
+      unflatten(this.mFlat, this.shapes).forEach((t, i) => this.m.set(this.names[i], t));
+      unflatten(this.vFlat, this.shapes).forEach((t, i) => this.v.set(this.names[i], t));
+    });
+  }
+
+  /** Restore moments from named stores (resume from a checkpoint). */
+  loadState(m: ParamStore, v: ParamStore, step: number): void {
+    for (const n of this.names) {
+      if (!m.has(n) || !v.has(n)) fail(`optimizer state: missing moments for parameter '${n}'`);
+    }
+    tf.tidy(() => {
+      this.mFlat.assign(flatten(this.names, (n) => m.get(n)));
+      this.vFlat.assign(flatten(this.names, (n) => v.get(n)));
+    });
+    this.step = step;
   }
 
   /**
-   * Apply one update from the given gradients (name -> tensor). Returns the global gradient norm
-   * before clipping. Does not dispose the gradients.
+   * Apply one update from the gradients (name -> tensor, one per trainable parameter). Returns
+   * the global gradient norm before clipping and the new flat parameter vector (caller disposes),
+   * which the trainer reuses for its EMA. Does not dispose the gradients.
    */
-  apply(grads: Record<string, tf.Tensor>, lr: number, clipNorm?: number): number {
+  apply(grads: Record<string, tf.Tensor>, lr: number, clipNorm?: number): { gradNorm: number; flatParams: tf.Tensor1D } {
     const { beta1, beta2, eps, weightDecay, kind } = this.config;
-    const names = Object.keys(grads);
-    const norm = tf.tidy(() => Math.sqrt(tf.addN(names.map((n) => tf.sum(tf.square(grads[n])))).dataSync()[0]));
-    const clip = clipNorm && norm > clipNorm ? clipNorm / (norm + 1e-12) : 1;
+    for (const n of this.names) if (!grads[n]) fail(`optimizer: no gradient for parameter '${n}'`);
     this.step += 1;
     const bc1 = 1 - Math.pow(beta1, this.step);
     const bc2 = 1 - Math.pow(beta2, this.step);
-    tf.tidy(() => {
-      for (const n of names) {
-        const p = this.params.get(n);
-        let g = clip !== 1 ? tf.mul(grads[n], clip) : grads[n];
-        if (kind === 'adam' && weightDecay > 0) g = tf.add(g, tf.mul(p, weightDecay));
-        const m = this.m.get(n);
-        const v = this.v.get(n);
-        m.assign(tf.add(tf.mul(m, beta1), tf.mul(g, 1 - beta1)));
-        v.assign(tf.add(tf.mul(v, beta2), tf.mul(tf.square(g), 1 - beta2)));
-        let update = tf.div(tf.div(m, bc1), tf.add(tf.sqrt(tf.div(v, bc2)), eps));
-        if (kind === 'adamw' && weightDecay > 0) update = tf.add(update, tf.mul(p, weightDecay));
-        p.assign(tf.sub(p, tf.mul(update, lr)));
-      }
+    let gradNorm = 0;
+    const flatParams = tf.tidy(() => {
+      let g = flatten(this.names, (n) => grads[n]);
+      gradNorm = Math.sqrt(tf.sum(tf.square(g)).dataSync()[0]);
+      if (clipNorm && gradNorm > clipNorm) g = tf.mul(g, clipNorm / (gradNorm + 1e-12));
+      const p = flatten(this.names, (n) => this.params.get(n));
+      if (kind === 'adam' && weightDecay > 0) g = tf.add(g, tf.mul(p, weightDecay));
+      const m = tf.add(tf.mul(this.mFlat, beta1), tf.mul(g, 1 - beta1));
+      const v = tf.add(tf.mul(this.vFlat, beta2), tf.mul(tf.square(g), 1 - beta2));
+      this.mFlat.assign(m);
+      this.vFlat.assign(v);
+      let update = tf.div(m, tf.add(tf.sqrt(tf.mul(v, 1 / bc2)), eps * 1));
+      update = tf.mul(update, lr / bc1);
+      if (kind === 'adamw' && weightDecay > 0) update = tf.add(update, tf.mul(p, lr * weightDecay));
+      const next = tf.sub(p, update) as tf.Tensor1D;
+      unflatten(next, this.shapes).forEach((t, i) => this.params.get(this.names[i]).assign(t));
+      return next;
     });
-    return norm;
+    return { gradNorm, flatParams };
   }
 
   dispose(): void {
     this.m.dispose();
     this.v.dispose();
+    this.mFlat.dispose();
+    this.vFlat.dispose();
   }
 }

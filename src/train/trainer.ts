@@ -12,7 +12,7 @@ import { buildNetwork, type ModelSpec } from '../nn/registry.js';
 import { Rng } from '../rng/rng.js';
 import { checkFiniteTensor, checkNumber, fail } from '../util/validate.js';
 import { loadCheckpoint, saveCheckpoint, type CheckpointMeta } from './checkpoint.js';
-import { AdamOptimizer, type OptimizerConfig } from './optimizer.js';
+import { AdamOptimizer, flatten, unflatten, type OptimizerConfig } from './optimizer.js';
 import { learningRate, type LrSchedule } from './schedule.js';
 
 export interface Batch {
@@ -86,6 +86,8 @@ export class Trainer {
   readonly net: Network;
   readonly emaNet: Network;
   private readonly opt: AdamOptimizer;
+  private emaFlat?: tf.Variable;
+  private emaDirty = false;
   private readonly rng: Rng;
   private order: Int32Array = new Int32Array(0);
   private cursor = 0;
@@ -105,16 +107,25 @@ export class Trainer {
     if (config.emaDecay !== undefined) {
       this.ema = resume?.ema ?? this.params.clone(false);
     }
-    this.emaNet = this.ema ? buildNetwork(config.model, this.ema) : this.net;
-    this.opt = new AdamOptimizer(this.params, config.optimizer ?? { kind: 'adam' });
+    const names = this.params.trainableNames();
+    this.opt = new AdamOptimizer(this.params, config.optimizer ?? { kind: 'adam' }, names);
     if (resume?.optimizer) {
-      for (const n of this.opt.m.names()) {
-        this.opt.m.set(n, resume.optimizer.m.get(n));
-        this.opt.v.set(n, resume.optimizer.v.get(n));
-      }
-      this.opt.step = resume.optimizer.step;
+      this.opt.loadState(resume.optimizer.m, resume.optimizer.v, resume.optimizer.step);
       resume.optimizer.m.dispose();
       resume.optimizer.v.dispose();
+    }
+    if (this.ema) {
+      const init = flatten(names, (n) => (this.ema as ParamStore).get(n));
+      this.emaFlat = tf.variable(init, false);
+      init.dispose();
+      const inner = buildNetwork(config.model, this.ema);
+      // The EMA lives in one flat vector; the named EMA weights are refreshed only when used.
+      this.emaNet = (x, t, c) => {
+        this.syncEma();
+        return inner(x, t, c);
+      };
+    } else {
+      this.emaNet = this.net;
     }
     if (resume) {
       // Replay the data order consumed so far (per-step randomness is derived from the step index), so resuming is exact.
@@ -179,14 +190,13 @@ export class Trainer {
       if (!Number.isFinite(loss)) fail(`training diverged: loss is ${loss} at step ${this.step} (lower the learning rate or check the data)`);
       const named: Record<string, tf.Tensor> = {};
       for (const [vn, g] of Object.entries(grads)) named[byVarName.get(vn) as string] = g;
-      gradNorm = this.opt.apply(named, lr, this.config.clipNorm);
-      if (this.ema && this.config.emaDecay !== undefined) {
+      const r = this.opt.apply(named, lr, this.config.clipNorm);
+      gradNorm = r.gradNorm;
+      if (this.emaFlat && this.config.emaDecay !== undefined) {
         // Warm-up of the decay (as in Diffusion Policy's EMA): short runs are not dominated by the initial weights.
         const d = Math.min(this.config.emaDecay, (1 + this.step) / (10 + this.step));
-        for (const n of names) {
-          const e = this.ema.get(n);
-          e.assign(tf.add(tf.mul(e, d), tf.mul(this.params.get(n), 1 - d)));
-        }
+        this.emaFlat.assign(tf.add(tf.mul(this.emaFlat, d), tf.mul(r.flatParams, 1 - d)));
+        this.emaDirty = true;
       }
     });
     this.step += 1;
@@ -231,8 +241,19 @@ export class Trainer {
     });
   }
 
+  /** Copy the flat EMA vector into the named EMA weights. */
+  syncEma(): void {
+    if (!this.emaDirty || !this.emaFlat || !this.ema) return;
+    const names = this.params.trainableNames();
+    const shapes = names.map((n) => this.params.get(n).shape);
+    tf.tidy(() => unflatten(this.emaFlat as tf.Variable, shapes).forEach((t, i) => (this.ema as ParamStore).get(names[i]).assign(t)));
+    this.emaDirty = false;
+  }
+
   /** Save weights, EMA, optimiser state and metadata. */
   async save(dir: string, meta: Omit<CheckpointMeta, 'model' | 'training'> & { training?: Record<string, unknown> }): Promise<void> {
+    this.syncEma();
+    this.opt.syncState();
     await saveCheckpoint(dir, {
       meta: { ...meta, model: this.config.model, training: { ...(meta.training ?? {}), step: this.step, config: this.config } },
       params: this.params,
@@ -253,6 +274,7 @@ export class Trainer {
 
   dispose(): void {
     this.opt.dispose();
+    this.emaFlat?.dispose();
     this.ema?.dispose();
     this.params.dispose();
   }
