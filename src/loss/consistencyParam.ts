@@ -1,0 +1,120 @@
+/**
+ * Consistency-model parameterisation (Song et al. 2023), in the scaled coordinates of EDM
+ * (xs = x / alpha, sig = sigma / alpha; on the EDM path alpha = 1 and sig = t):
+ *   f(x, t) = c_skip(sig) xs + c_out(sig) F(c_in(sig) xs, timeFeature(t))
+ *   c_skip = sd^2 / ((sig - sig_min)^2 + sd^2)
+ *   c_out  = sd (sig - sig_min) / sqrt(sd^2 + sig^2)
+ *   c_in   = 1 / sqrt(sig^2 + sd^2)
+ * At the boundary t <= tMin: c_skip = 1 and c_out = 0 exactly, so f(x, tMin) = x / alpha(tMin)
+ * (= x on VE/EDM paths) whatever the network outputs.
+ * The model is a Denoiser like any other, so the consistency samplers of src/sample apply.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { timeFeature, type Denoiser, type Network } from '../denoiser/denoiser.js';
+import type { NoisePath } from '../path/types.js';
+import { checkNumber, fail } from '../util/validate.js';
+import { checkNetwork, checkOutputShape, perSample } from './internal.js';
+
+export interface ConsistencyParam {
+  readonly path: NoisePath;
+  readonly sigmaData: number;
+  /** Scaled noise level of the boundary condition. */
+  readonly sigmaMin: number;
+  /** Time of the boundary (scaled sigma = sigmaMin). */
+  readonly tMin: number;
+}
+
+export interface ConsistencyParamOptions {
+  readonly path: NoisePath;
+  /** Default: the path's sigmaData. */
+  readonly sigmaData?: number;
+  /** Default: the scaled sigma at path.tMin (0.002 on the default EDM path). */
+  readonly sigmaMin?: number;
+}
+
+const scaledSigma = (path: NoisePath, t: number): number => path.sigma(t) / path.alpha(t);
+
+export function consistencyParam(opts: ConsistencyParamOptions): ConsistencyParam {
+  if (!opts || typeof opts !== 'object') fail('consistencyParam: expected an options object { path, sigmaData?, sigmaMin? }');
+  const path = opts.path;
+  if (!path || typeof path.alpha !== 'function') fail('path: expected a NoisePath');
+  const sigmaData = checkNumber('sigmaData', opts.sigmaData ?? path.sigmaData, { min: 1e-12 });
+  if (!(path.alpha(path.tMax) > 0)) fail(`path: alpha(tMax) must be > 0 for scaled consistency coordinates (kind '${path.kind}')`);
+  let tMin = path.tMin;
+  let sigmaMin = scaledSigma(path, tMin);
+  if (opts.sigmaMin !== undefined) {
+    sigmaMin = checkNumber('sigmaMin', opts.sigmaMin, { min: Number.MIN_VALUE, max: scaledSigma(path, path.tMax) });
+    tMin = path.kind === 'edm' ? sigmaMin : path.tFromLogSnr(-2 * Math.log(sigmaMin));
+  }
+  if (!(sigmaMin > 0)) fail(`sigmaMin: expected > 0, received ${sigmaMin}`);
+  return { path, sigmaData, sigmaMin, tMin };
+}
+
+export interface ConsistencyScalings {
+  readonly cSkip: number;
+  readonly cOut: number;
+  readonly cIn: number;
+  readonly alpha: number;
+  /** Scaled noise level sigma / alpha. */
+  readonly sigma: number;
+}
+
+/** The scalings at time t; t <= tMin is the boundary (c_skip = 1, c_out = 0). */
+export function consistencyScalings(cp: ConsistencyParam, t: number): ConsistencyScalings {
+  const tt = Math.max(t, cp.tMin);
+  const alpha = cp.path.alpha(tt);
+  const sig = t <= cp.tMin ? cp.sigmaMin : scaledSigma(cp.path, tt);
+  const sd = cp.sigmaData;
+  const cIn = 1 / Math.sqrt(sig * sig + sd * sd);
+  if (t <= cp.tMin) return { cSkip: 1, cOut: 0, cIn, alpha, sigma: sig };
+  const dsig = Math.max(0, sig - cp.sigmaMin);
+  return { cSkip: (sd * sd) / (dsig * dsig + sd * sd), cOut: (sd * dsig) * cIn, cIn, alpha, sigma: sig };
+}
+
+/** f(x_i, t_i) for a batch with per-sample times (training and sampling share this). */
+export function consistencyForward(net: Network, cp: ConsistencyParam, x: tf.Tensor, t: ArrayLike<number>, cond?: tf.Tensor): tf.Tensor {
+  checkNetwork('net', net);
+  if (t.length !== x.shape[0]) fail(`t: expected ${x.shape[0]} times (one per row of x), received ${t.length}`);
+  return tf.tidy(() => {
+    const sc = Array.from(t, (v) => consistencyScalings(cp, v));
+    const feat = tf.tensor1d(Array.from(t, (v) => timeFeature(cp.path, Math.max(v, cp.tMin))));
+    const xs = tf.div(x, perSample(sc.map((s) => s.alpha), x.rank));
+    const f = net(tf.mul(xs, perSample(sc.map((s) => s.cIn), x.rank)), feat, cond);
+    checkOutputShape('net', f, x);
+    return tf.add(tf.mul(xs, perSample(sc.map((s) => s.cSkip), x.rank)), tf.mul(f, perSample(sc.map((s) => s.cOut), x.rank)));
+  });
+}
+
+/** The sampler-facing denoiser (x, t) -> x0 of a consistency network (cond of batch 1 is tiled). */
+export function consistencyDenoiser(net: Network, cp: ConsistencyParam, cond?: tf.Tensor): Denoiser {
+  checkNetwork('net', net);
+  return (x, t) =>
+    tf.tidy(() => {
+      const batch = x.shape[0];
+      let c = cond;
+      if (cond && cond.shape[0] !== batch && cond.shape[0] === 1) c = tf.tile(cond, [batch, ...Array(cond.rank - 1).fill(1)]);
+      return consistencyForward(net, cp, x, new Float64Array(batch).fill(t), c);
+    });
+}
+
+/**
+ * Song et al.'s discretisation: N times, ascending, with scaled noise levels
+ * sig_i = (sig_min^(1/rho) + (i-1)/(N-1) (sig_max^(1/rho) - sig_min^(1/rho)))^rho, t_1 = tMin, t_N = tMax.
+ */
+export function consistencyGrid(cp: ConsistencyParam, n: number, rho = 7): number[] {
+  checkNumber('n', n, { integer: true, min: 2 });
+  checkNumber('rho', rho, { min: 1e-3 });
+  const path = cp.path;
+  const lo = Math.pow(cp.sigmaMin, 1 / rho);
+  const hi = Math.pow(scaledSigma(path, path.tMax), 1 / rho);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    if (i === 0) out.push(cp.tMin);
+    else if (i === n - 1) out.push(path.tMax);
+    else {
+      const sig = Math.pow(lo + (i / (n - 1)) * (hi - lo), rho);
+      out.push(path.kind === 'edm' ? sig : path.tFromLogSnr(-2 * Math.log(sig)));
+    }
+  }
+  return out;
+}
