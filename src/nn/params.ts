@@ -93,7 +93,9 @@ export class ParamStore {
       existing.assign(value);
       return;
     }
-    this.vars.set(name, tf.variable(value.clone(), this.trainable, `${name}_${uniqueSuffix++}`));
+    const copy = value.clone();
+    this.vars.set(name, tf.variable(copy, this.trainable, `${name}_${uniqueSuffix++}`));
+    copy.dispose();
   }
 
   /** Snapshot as a plain name -> tensor map (the tensors are the live variables; do not dispose them). */
