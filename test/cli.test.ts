@@ -1,0 +1,48 @@
+/** The `scoreflow` command as a user runs it: exit codes, one-line errors, JSON output. */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const bin = path.resolve('bin/scoreflow.js');
+const run = (args: string[]): { code: number; stdout: string; stderr: string } => {
+  const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+};
+
+describe('scoreflow CLI', () => {
+  it('doctor --json reports the backend and why', () => {
+    const r = run(['doctor', '--json']);
+    expect(r.code).toBe(0);
+    const info = JSON.parse(r.stdout.trim().split('\n').pop() as string);
+    expect(['wasm', 'tensorflow']).toContain(info.backend);
+    expect(info.reason).toMatch(/auto/);
+    expect(info.selfTest).toMatch(/^ok/);
+  });
+
+  it('user errors exit 2 with one line and no stack trace', () => {
+    for (const args of [['bogus'], ['toy', 'sample', '--checkpoint', '/nonexistent', '--sampler', 'nope'], ['toy', 'train', '--steps', 'abc'], ['robot', 'eval', '--env', 'mars', '--checkpoint', 'x']]) {
+      const r = run(args);
+      expect(r.code).toBe(2);
+      const first = r.stderr.trim().split('\n')[0];
+      expect(first).toMatch(/^scoreflow: /);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    }
+    expect(run(['toy', 'sample', '--checkpoint', '/nonexistent']).stderr).toMatch(/no model.json found/);
+  });
+
+  it('toy train + toy sample write a checkpoint and print metrics as JSON lines', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'sf-cli-'));
+    const t = run(['toy', 'train', '--steps', '60', '--out', dir, '--json']);
+    expect(t.code).toBe(0);
+    const lines = t.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.some((l) => l.event === 'progress')).toBe(true);
+    expect(lines[lines.length - 1]).toMatchObject({ event: 'done', checkpoint: dir, steps: 60 });
+    const s = run(['toy', 'sample', '--checkpoint', dir, '--sampler', 'heun', '--steps', '5', '--grid', 'karras', '--n', '256', '--json']);
+    expect(s.code).toBe(0);
+    const m = JSON.parse(s.stdout.trim());
+    expect(m).toMatchObject({ event: 'metrics', sampler: 'heun', steps: 5, n: 256 });
+    expect(m.slicedWasserstein).toBeGreaterThan(0);
+  });
+});
