@@ -38,10 +38,11 @@ export function validateUnetConfig(c: TemporalUnetConfig): TemporalUnetConfig {
   return c;
 }
 
-/** Nearest-neighbour x2 upsampling along the sequence axis of [B, L, C]. */
+/** Nearest-neighbour x2 upsampling along the sequence axis of [B, L, C] (concat, not Tile: Tile is slow on WASM). */
 function upsample2(x: tf.Tensor): tf.Tensor {
   const [b, l, c] = x.shape as [number, number, number];
-  return tf.reshape(tf.tile(tf.reshape(x, [b, l, 1, c]), [1, 1, 2, 1]), [b, 2 * l, c]);
+  const r = tf.reshape(x, [b, l, 1, c]);
+  return tf.reshape(tf.concat([r, r], 2), [b, 2 * l, c]);
 }
 
 export function temporalUnet(config: TemporalUnetConfig, store: ParamStore): Network {
