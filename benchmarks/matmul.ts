@@ -1,0 +1,335 @@
+/**
+ * Before/after benchmark of the WASM matMul fix (src/backend/wasmMatMul.ts).
+ *
+ *   npx tsx benchmarks/matmul.ts            # full run, writes benchmarks/results/matmul.json
+ *   npx tsx benchmarks/matmul.ts --quick    # fewer repetitions
+ *
+ * Measures, with the stock tfjs-backend-wasm kernels ("before") and with the fix ("after"):
+ * - single products 256x512 @ 512x512 for the four transpose combinations;
+ * - a 3-layer 512-wide ReLU MLP (input 512, batch 256): forward pass vs one training step
+ *   (forward + backward via tf.variableGrads + Adam update); the figure of merit is the
+ *   ratio step/forward (about 3 is the floor: the backward pass does two products per
+ *   forward product);
+ * - batched products [B, s, s] @ [B, s, s] stock vs split, the data behind MIN_SPLIT_MACS.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { setBackend } from '../src/backend/backend.js';
+import {
+  installWasmMatMulFix,
+  MIN_SPLIT_MACS,
+  setWasmMatMulOptions,
+  uninstallWasmMatMulFix,
+} from '../src/backend/wasmMatMul.js';
+
+export interface MatMulBenchOptions {
+  /** MLP batch size (default 256). */
+  batch?: number;
+  /** MLP width = input dim (default 512). */
+  width?: number;
+  /** Number of dense layers (default 3). */
+  layers?: number;
+  /** Timed repetitions per measurement (default 10; the stock training step is slow). */
+  reps?: number;
+  /** Skip the batched-threshold sweep (default false). */
+  skipBatched?: boolean;
+  /** Where to write the JSON (default benchmarks/results/matmul.json; null: do not write). */
+  out?: string | null;
+}
+
+export interface Timing {
+  /** Median wall time over the repetitions, milliseconds. */
+  medianMs: number;
+  /** Fastest repetition (least disturbed by other processes on a shared machine). */
+  minMs: number;
+  /**
+   * Median CPU time (user + system) of this process per repetition, milliseconds. With the
+   * single-threaded wasm build this is the figure least affected by other load.
+   */
+  cpuMs: number;
+  reps: number;
+}
+
+export interface MlpResult {
+  forward: Timing;
+  /** Forward + backward only (tf.variableGrads, gradients discarded). */
+  gradients: Timing;
+  trainStep: Timing;
+  /** gradients / forward, from CPU times (the part the matMul fix addresses). */
+  gradientsOverForwardCpu: number;
+  /** trainStep / forward, from median wall times. */
+  stepOverForward: number;
+  /** trainStep / forward, from fastest repetitions. */
+  stepOverForwardMin: number;
+  /** trainStep / forward, from CPU times. */
+  stepOverForwardCpu: number;
+  /** Useful throughput of the forward and of the step (2·M·K·N per product). */
+  forwardGflops: number;
+  trainStepGflops: number;
+  /** Loss after the timed steps (sanity: both variants train the same model). */
+  finalLoss: number;
+}
+
+export interface MatMulBenchResult {
+  benchmark: 'wasm-matmul-fix';
+  date: string;
+  node: string;
+  backend: string;
+  threads: number;
+  config: { batch: number; width: number; layers: number; reps: number };
+  /** 256x512 @ 512x512 (operands laid out so each combination computes the same shapes). */
+  products: Record<'NN' | 'TN' | 'NT' | 'TT', { beforeMs: number; afterMs: number; speedup: number }>;
+  /** stepSpeedup: before / after training-step CPU time. */
+  mlp: { before: MlpResult; after: MlpResult; stepSpeedup: number };
+  /** Batched [B, s, s] @ [B, s, s]: stock loop vs per-entry split (threshold data). */
+  batched: { B: number; s: number; macsPerEntry: number; stockMs: number; splitMs: number; speedup: number }[];
+  minSplitMacs: number;
+  verdict: string;
+}
+
+function timeIt(fn: () => void, reps: number, warmup = 2): Timing {
+  for (let i = 0; i < warmup; i++) fn();
+  const times: number[] = [];
+  const cpu: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    fn();
+    times.push(performance.now() - t0);
+    const c = process.cpuUsage(c0);
+    cpu.push((c.user + c.system) / 1000);
+  }
+  const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+  return { medianMs: median(times), minMs: Math.min(...times), cpuMs: median(cpu), reps };
+}
+
+/** Deterministic pseudo-random values (LCG) so before/after see the same numbers. */
+function pseudoRandom(n: number, seed: number, scale: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = (s / 2 ** 32 - 0.5) * 2 * scale;
+  }
+  return out;
+}
+
+interface Mlp {
+  weights: tf.Variable[];
+  biases: tf.Variable[];
+}
+
+function makeMlp(width: number, layers: number): Mlp {
+  const weights: tf.Variable[] = [];
+  const biases: tf.Variable[] = [];
+  for (let l = 0; l < layers; l++) {
+    const w = tf.tensor2d(pseudoRandom(width * width, 17 + l, Math.sqrt(6 / (2 * width))), [width, width]);
+    weights.push(tf.variable(w, true, `w${l}`));
+    biases.push(tf.variable(tf.zeros([width]), true, `b${l}`));
+    w.dispose();
+  }
+  return { weights, biases };
+}
+
+function mlpForward(m: Mlp, x: tf.Tensor2D): tf.Tensor2D {
+  let h = x;
+  for (let l = 0; l < m.weights.length; l++) {
+    const last = l === m.weights.length - 1;
+    h = tf.fused.matMul({
+      a: h,
+      b: m.weights[l] as tf.Tensor2D,
+      bias: m.biases[l],
+      activation: last ? 'linear' : 'relu',
+    }) as tf.Tensor2D;
+  }
+  return h;
+}
+
+function benchMlp(batch: number, width: number, layers: number, reps: number): MlpResult {
+  const m = makeMlp(width, layers);
+  const x = tf.tensor2d(pseudoRandom(batch * width, 1, 1), [batch, width]);
+  const y = tf.tensor2d(pseudoRandom(batch * width, 2, 1), [batch, width]);
+  const opt = tf.train.adam(1e-3);
+  const vars = [...m.weights, ...m.biases];
+  const loss = (): tf.Scalar => tf.losses.meanSquaredError(y, mlpForward(m, x)) as tf.Scalar;
+
+  const forward = timeIt(() => {
+    // (A block, not an expression: tidy would walk a returned typed array element by element.)
+    tf.tidy(() => {
+      mlpForward(m, x).dataSync();
+    });
+  }, reps);
+  const gradients = timeIt(() => {
+    tf.tidy(() => {
+      const { value } = tf.variableGrads(loss, vars);
+      value.dataSync();
+    });
+  }, reps);
+  let finalLoss = NaN;
+  const trainStep = timeIt(() => {
+    tf.tidy(() => {
+      // minimize = tf.variableGrads (forward + backward) + Adam's applyGradients.
+      const value = opt.minimize(loss, true, vars);
+      finalLoss = value === null ? NaN : value.dataSync()[0];
+    });
+  }, reps);
+
+  opt.dispose();
+  tf.dispose([x, y, ...vars]);
+  const macs = layers * batch * width * width;
+  return {
+    forward,
+    gradients,
+    trainStep,
+    gradientsOverForwardCpu: gradients.cpuMs / forward.cpuMs,
+    stepOverForward: trainStep.medianMs / forward.medianMs,
+    stepOverForwardMin: trainStep.minMs / forward.minMs,
+    stepOverForwardCpu: trainStep.cpuMs / forward.cpuMs,
+    forwardGflops: (2 * macs) / (forward.medianMs * 1e6),
+    trainStepGflops: (3 * 2 * macs) / (trainStep.medianMs * 1e6),
+    finalLoss,
+  };
+}
+
+function benchProducts(reps: number): Record<'NN' | 'TN' | 'NT' | 'TT', number> {
+  const M = 256;
+  const K = 512;
+  const N = 512;
+  const out = {} as Record<'NN' | 'TN' | 'NT' | 'TT', number>;
+  const a = tf.tensor2d(pseudoRandom(M * K, 3, 1), [M, K]);
+  const b = tf.tensor2d(pseudoRandom(K * N, 4, 1), [K, N]);
+  const aT = tf.transpose(a);
+  const bT = tf.transpose(b);
+  const combos: ['NN' | 'TN' | 'NT' | 'TT', tf.Tensor2D, tf.Tensor2D, boolean, boolean][] = [
+    ['NN', a, b, false, false],
+    ['TN', aT, b, true, false],
+    ['NT', a, bT, false, true],
+    ['TT', aT, bT, true, true],
+  ];
+  for (const [name, x, w, tA, tB] of combos) {
+    out[name] = timeIt(() => {
+      const r = tf.matMul(x, w, tA, tB);
+      r.dataSync();
+      r.dispose();
+    }, reps).medianMs;
+  }
+  tf.dispose([a, b, aT, bT]);
+  return out;
+}
+
+function benchBatched(reps: number): MatMulBenchResult['batched'] {
+  const rows: MatMulBenchResult['batched'] = [];
+  for (const B of [16, 128]) {
+    for (const s of [8, 16, 20, 24, 32, 64]) {
+      const a = tf.tensor3d(pseudoRandom(B * s * s, 5, 1), [B, s, s]);
+      const b = tf.tensor3d(pseudoRandom(B * s * s, 6, 1), [B, s, s]);
+      const run = (): void => {
+        const r = tf.matMul(a, b);
+        r.dataSync();
+        r.dispose();
+      };
+      uninstallWasmMatMulFix();
+      const stockMs = timeIt(run, reps).medianMs;
+      installWasmMatMulFix();
+      setWasmMatMulOptions({ minSplitMacs: 0 });
+      const splitMs = timeIt(run, reps).medianMs;
+      setWasmMatMulOptions({ minSplitMacs: MIN_SPLIT_MACS });
+      rows.push({ B, s, macsPerEntry: s * s * s, stockMs, splitMs, speedup: stockMs / splitMs });
+      tf.dispose([a, b]);
+    }
+  }
+  return rows;
+}
+
+export async function runMatMulBench(opts: MatMulBenchOptions = {}): Promise<MatMulBenchResult> {
+  const batch = opts.batch ?? 256;
+  const width = opts.width ?? 512;
+  const layers = opts.layers ?? 3;
+  const reps = opts.reps ?? 10;
+  const choice = await setBackend('wasm');
+  const wasm = await import('@tensorflow/tfjs-backend-wasm');
+  const threads = wasm.getThreadsCount();
+
+  uninstallWasmMatMulFix();
+  const productsBefore = benchProducts(reps);
+  const before = benchMlp(batch, width, layers, reps);
+  installWasmMatMulFix();
+  const productsAfter = benchProducts(reps);
+  const after = benchMlp(batch, width, layers, reps);
+  const batched = opts.skipBatched ? [] : benchBatched(Math.max(5, reps));
+
+  const products = {} as MatMulBenchResult['products'];
+  for (const k of ['NN', 'TN', 'NT', 'TT'] as const) {
+    products[k] = { beforeMs: productsBefore[k], afterMs: productsAfter[k], speedup: productsBefore[k] / productsAfter[k] };
+  }
+  const verdict =
+    `forward+backward / forward (cpu time): before ${before.gradientsOverForwardCpu.toFixed(1)}x, after ${after.gradientsOverForwardCpu.toFixed(1)}x; ` +
+    `training step / forward (median wall; fastest rep; cpu time): ` +
+    `before ${before.stepOverForward.toFixed(1)}x; ${before.stepOverForwardMin.toFixed(1)}x; ${before.stepOverForwardCpu.toFixed(1)}x, ` +
+    `after ${after.stepOverForward.toFixed(1)}x; ${after.stepOverForwardMin.toFixed(1)}x; ${after.stepOverForwardCpu.toFixed(1)}x ` +
+    `(target <= 3x: ${after.stepOverForwardCpu <= 3 ? 'met' : 'NOT met'} on cpu time); ` +
+    `step ${(before.trainStep.cpuMs / after.trainStep.cpuMs).toFixed(1)}x less cpu time`;
+  const result: MatMulBenchResult = {
+    benchmark: 'wasm-matmul-fix',
+    date: new Date().toISOString(),
+    node: process.version,
+    backend: choice.backend,
+    threads,
+    config: { batch, width, layers, reps },
+    products,
+    mlp: { before, after, stepSpeedup: before.trainStep.cpuMs / after.trainStep.cpuMs },
+    batched,
+    minSplitMacs: MIN_SPLIT_MACS,
+    verdict,
+  };
+  const out = opts.out === undefined ? defaultOut() : opts.out;
+  if (out !== null) {
+    mkdirSync(path.dirname(out), { recursive: true });
+    writeFileSync(out, JSON.stringify(result, null, 2) + '\n');
+  }
+  return result;
+}
+
+function defaultOut(): string {
+  return path.join(path.dirname(fileURLToPath(import.meta.url)), 'results', 'matmul.json');
+}
+
+function printSummary(r: MatMulBenchResult): void {
+  const f = (x: number): string => x.toFixed(2);
+  console.log(`wasm matMul fix — ${r.node}, threads=${r.threads}`);
+  console.log('product 256x512 @ 512x512   before ms   after ms   speedup');
+  for (const [k, v] of Object.entries(r.products)) {
+    console.log(`  ${k}                        ${f(v.beforeMs).padStart(9)}  ${f(v.afterMs).padStart(9)}  ${f(v.speedup).padStart(7)}x`);
+  }
+  const c = r.config;
+  console.log(`MLP ${c.layers}x${c.width} relu, batch ${c.batch}: ms wall (cpu)`);
+  console.log('             forward           fwd+bwd           step (fwd+bwd+Adam)   fwd+bwd/fwd  step/fwd (cpu)');
+  for (const [k, v] of [['before', r.mlp.before], ['after', r.mlp.after]] as const) {
+    console.log(
+      `  ${k.padEnd(8)} ${f(v.forward.medianMs).padStart(7)} (${f(v.forward.cpuMs).padStart(7)})` +
+        ` ${f(v.gradients.medianMs).padStart(8)} (${f(v.gradients.cpuMs).padStart(7)})` +
+        ` ${f(v.trainStep.medianMs).padStart(8)} (${f(v.trainStep.cpuMs).padStart(7)})` +
+        `   ${f(v.gradientsOverForwardCpu).padStart(8)}x  ${f(v.stepOverForwardCpu).padStart(8)}x` +
+        `   (${f(v.forwardGflops)} / ${f(v.trainStepGflops)} GFLOP/s, loss ${v.finalLoss.toPrecision(4)})`,
+    );
+  }
+  if (r.batched.length) {
+    console.log('batched [B,s,s]@[B,s,s]     stock ms   split ms   speedup');
+    for (const b of r.batched) {
+      console.log(`  B=${String(b.B).padEnd(4)} s=${String(b.s).padEnd(14)} ${f(b.stockMs).padStart(8)}  ${f(b.splitMs).padStart(9)}  ${f(b.speedup).padStart(7)}x`);
+    }
+  }
+  console.log(r.verdict);
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const quick = process.argv.includes('--quick');
+  runMatMulBench(quick ? { reps: 4 } : {})
+    .then(printSummary)
+    .catch((err: unknown) => {
+      console.error(err);
+      process.exit(1);
+    });
+}

@@ -1,0 +1,393 @@
+/**
+ * Fast paths for matrix products on the tfjs WASM backend.
+ *
+ * The WASM backend (tfjs-backend-wasm 4.x) sends a matrix product to XNNPACK only when
+ * neither operand is transposed and both have a single batch; every other product
+ * (`transposeA`, `transposeB`, batched operands) runs a naive blocked triple loop that is
+ * 5-25x slower. Gradients of dense layers are exactly such products
+ * (`dA = dY Bᵀ`, `dB = Aᵀ dY`), so training with the stock kernel is ~20x slower than
+ * inference. In addition, the fused product (`_FusedMatMul`, used by `tf.fused.matMul`)
+ * indexes its bias wrongly on that slow path (it adds `bias[min(i*N+j, len-1)]` instead
+ * of `bias[j]`), so a transposed or batched fused product with a bias is not just slow
+ * but wrong.
+ *
+ * `installWasmMatMulFix` replaces the two kernels with wrappers that reshape every
+ * product into calls the fast path accepts:
+ *
+ * 1. a transposed operand is materialised with the backend's own Transpose kernel
+ *    (a memory-bound O(size) copy, cheap next to the O(M·K·N) product);
+ * 2. a batched left operand against a single right operand (`[B, M, K] x [K, N]`) is
+ *    folded into one `[1, B·M, K] x [1, K, N]` product (no copy: same memory);
+ * 3. a batched right operand is split into one fast product per batch entry, with
+ *    broadcasting of the batch dimensions, when the matrices are large enough for
+ *    XNNPACK to beat the loop (`MIN_SPLIT_MACS`); small batched plain products stay on
+ *    the stock kernel, which is correct for them. Batch entries are paired exactly as
+ *    tfjs's cpu and stock wasm kernels pair them (modulo the flattened batch sizes).
+ *
+ * All work happens at the backend level (TensorInfo + `backend.disposeData`), so no
+ * engine tensors are created and every intermediate is released before the kernel
+ * returns. Gradients are unaffected: tfjs-core's gradient functions call `matMul`,
+ * which lands in the wrapped kernel again.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { DataId, DataType, KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
+
+/** The part of tfjs-backend-wasm's `BackendWasm` the wrappers use. */
+interface WasmBackendLike {
+  makeOutput(shape: number[], dtype: DataType): TensorInfo;
+  disposeData(dataId: DataId, force?: boolean): boolean;
+  typedArrayFromHeap(info: TensorInfo): Float32Array | Int32Array | Uint8Array;
+}
+
+type KernelArgs = Parameters<KernelFunc>[0];
+
+/**
+ * A batched product whose right operand has more than one batch entry is split into one
+ * XNNPACK call per entry when a single entry has at least this many multiply-adds.
+ * Below it the per-call overhead (copy of the operands, XNNPACK weight packing, a JS
+ * kernel call) outweighs the gain and the stock loop is kept. Measured on this machine:
+ * see `benchmarks/matmul.ts` (`batched` section).
+ */
+export const MIN_SPLIT_MACS = 8192;
+let minSplitMacs = MIN_SPLIT_MACS;
+
+/** Tuning knobs of the fix (benchmarks use them to map the split threshold). */
+export interface WasmMatMulOptions {
+  /** Split batched products into per-entry fast calls from this many multiply-adds per entry. */
+  minSplitMacs?: number;
+}
+
+/** Change the tuning knobs; returns the values now in force. */
+export function setWasmMatMulOptions(opts: WasmMatMulOptions): Required<WasmMatMulOptions> {
+  if (opts.minSplitMacs !== undefined) {
+    if (!(opts.minSplitMacs >= 0)) {
+      throw new Error(`setWasmMatMulOptions: minSplitMacs must be >= 0, got ${opts.minSplitMacs}`);
+    }
+    minSplitMacs = opts.minSplitMacs;
+  }
+  return { minSplitMacs };
+}
+
+/** Tag on a wrapper kernelFunc; its value is the stock kernelFunc it wraps. */
+const MARK = Symbol.for('scoreflow.wasmMatMulFix');
+type Marked = KernelFunc & { [MARK]?: KernelFunc };
+
+/** How products were routed since the fix was installed (for tests and `doctor`). */
+export interface WasmMatMulStats {
+  /** Stock-kernel calls in the form it sends to XNNPACK (no transposes, batch 1). */
+  fastCalls: number;
+  /** Stock-kernel calls in a form that takes its naive loop (small batched products). */
+  slowCalls: number;
+  /** Operands transposed by the wrapper before the product. */
+  transposes: number;
+}
+const stats: WasmMatMulStats = { fastCalls: 0, slowCalls: 0, transposes: 0 };
+
+/** A copy of the routing counters. */
+export function wasmMatMulStats(): WasmMatMulStats {
+  return { ...stats };
+}
+/** Is the wasm BatchMatMul kernel currently the patched one? */
+export function wasmMatMulFixInstalled(): boolean {
+  const k = tf.getKernel('BatchMatMul', 'wasm');
+  return k !== undefined && (k.kernelFunc as Marked)[MARK] !== undefined;
+}
+
+/**
+ * Replace the WASM backend's `BatchMatMul` and `_FusedMatMul` kernels with the fast
+ * wrappers described above. Returns true when the wrappers are in place (also when they
+ * already were: a second call does nothing), false when the WASM backend's kernels are
+ * not registered (the package was never imported). Safe to call before or after the
+ * backend is initialised.
+ */
+export function installWasmMatMulFix(): boolean {
+  const bmm = tf.getKernel('BatchMatMul', 'wasm');
+  const transposeKernel = tf.getKernel('Transpose', 'wasm');
+  if (bmm === undefined || transposeKernel === undefined) return false;
+  if ((bmm.kernelFunc as Marked)[MARK] === undefined) {
+    replaceKernel(bmm, makeBatchMatMul(bmm.kernelFunc, transposeKernel.kernelFunc));
+  }
+  const fused = tf.getKernel('_FusedMatMul', 'wasm');
+  if (fused !== undefined && (fused.kernelFunc as Marked)[MARK] === undefined) {
+    replaceKernel(fused, makeFusedMatMul(fused.kernelFunc, transposeKernel.kernelFunc));
+  }
+  return true;
+}
+
+/**
+ * Put the stock kernels back (for benchmarks that compare before/after). Returns true if
+ * something was restored.
+ */
+export function uninstallWasmMatMulFix(): boolean {
+  let restored = false;
+  for (const name of ['BatchMatMul', '_FusedMatMul']) {
+    const k = tf.getKernel(name, 'wasm');
+    const original = k === undefined ? undefined : (k.kernelFunc as Marked)[MARK];
+    if (k !== undefined && original !== undefined) {
+      replaceKernel(k, original);
+      restored = true;
+    }
+  }
+  return restored;
+}
+
+function replaceKernel(config: KernelConfig, kernelFunc: KernelFunc): void {
+  tf.unregisterKernel(config.kernelName, config.backendName);
+  // Keep the stock setupFunc: it binds the C++ entry point the stock kernelFunc (called
+  // from the wrapper) uses, and runs again if the backend is ever re-initialised.
+  tf.registerKernel({ ...config, kernelFunc });
+}
+
+function mark(wrapper: KernelFunc, original: KernelFunc): KernelFunc {
+  (wrapper as Marked)[MARK] = original;
+  return wrapper;
+}
+
+// ---------------------------------------------------------------------------------------
+// Shapes
+
+interface Plan {
+  /** Flattened batch sizes of a and b. */
+  batchA: number;
+  batchB: number;
+  /** Batch shapes of a, b and the (broadcast) output. */
+  batchShapeOut: number[];
+  m: number;
+  k: number;
+  n: number;
+  /** Full output shape (broadcast batch dims + [m, n]). */
+  outShape: number[];
+}
+
+function plan(aShape: number[], bShape: number[], transposeA: boolean, transposeB: boolean): Plan {
+  const ra = aShape.length;
+  const rb = bShape.length;
+  const m = transposeA ? aShape[ra - 1] : aShape[ra - 2];
+  const kA = transposeA ? aShape[ra - 2] : aShape[ra - 1];
+  const kB = transposeB ? bShape[rb - 1] : bShape[rb - 2];
+  const n = transposeB ? bShape[rb - 2] : bShape[rb - 1];
+  if (kA !== kB) {
+    throw new Error(
+      `Error in matMul: inner shapes (${kA}) and (${kB}) of Tensors with shapes ${aShape} and ` +
+        `${bShape} and transposeA=${transposeA} and transposeB=${transposeB} must match.`,
+    );
+  }
+  const batchShapeA = aShape.slice(0, -2);
+  const batchShapeB = bShape.slice(0, -2);
+  const batchShapeOut = tf.broadcast_util.assertAndGetBroadcastShape(batchShapeA, batchShapeB);
+  return {
+    batchA: tf.util.sizeFromShape(batchShapeA),
+    batchB: tf.util.sizeFromShape(batchShapeB),
+    batchShapeOut,
+    m,
+    k: kA,
+    n,
+    outShape: [...batchShapeOut, m, n],
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Backend-level helpers
+
+/** Temporaries owned by one kernel call; `release()` frees them all. */
+class Scratch {
+  private readonly owned: TensorInfo[] = [];
+  constructor(
+    readonly backend: WasmBackendLike,
+    private readonly transposeFunc: KernelFunc,
+  ) {}
+
+  own(t: TensorInfo): TensorInfo {
+    this.owned.push(t);
+    return t;
+  }
+
+  /** Free one temporary early (it must have come from `own`). */
+  drop(t: TensorInfo): void {
+    const i = this.owned.indexOf(t);
+    if (i >= 0) {
+      this.owned.splice(i, 1);
+      this.backend.disposeData(t.dataId);
+    }
+  }
+
+  release(): void {
+    for (const t of this.owned) this.backend.disposeData(t.dataId);
+    this.owned.length = 0;
+  }
+
+  /** Swap the two innermost axes of `x`, returning a new (owned) tensor. */
+  transposeInner(x: TensorInfo): TensorInfo {
+    const r = x.shape.length;
+    const perm = [...Array(r - 2).keys(), r - 1, r - 2];
+    const out = this.transposeFunc({
+      inputs: { x },
+      backend: this.backend,
+      attrs: { perm } as unknown as NamedAttrMap,
+    }) as TensorInfo;
+    stats.transposes++;
+    return this.own(out);
+  }
+
+  /** Copy batch entry `index` of a `[B, rows, cols]` operand into a new `[1, rows, cols]`. */
+  batchEntry(x: TensorInfo, index: number, rows: number, cols: number): TensorInfo {
+    const size = rows * cols;
+    const out = this.own(this.backend.makeOutput([1, rows, cols], x.dtype));
+    // Views are taken after makeOutput: an allocation can grow (and replace) the heap.
+    const src = this.backend.typedArrayFromHeap(x) as Float32Array;
+    const dst = this.backend.typedArrayFromHeap(out) as Float32Array;
+    dst.set(src.subarray(index * size, (index + 1) * size));
+    return out;
+  }
+}
+
+/** Same memory, another shape (no refcount change; never dispose a view). */
+function view(x: TensorInfo, shape: number[]): TensorInfo {
+  return { dataId: x.dataId, shape, dtype: x.dtype };
+}
+
+function readFlag(attrs: NamedAttrMap | undefined, name: string): boolean {
+  return attrs !== undefined && attrs[name] === true;
+}
+
+/**
+ * Bring `a` to `[batchA, m, k]` and `b` to `[batchB, k, n]` (row-major, no transposes),
+ * transposing where needed.
+ */
+function canonicalOperands(
+  scratch: Scratch,
+  a: TensorInfo,
+  b: TensorInfo,
+  p: Plan,
+  transposeA: boolean,
+  transposeB: boolean,
+): [TensorInfo, TensorInfo] {
+  const a3 = view(transposeA ? scratch.transposeInner(a) : a, [p.batchA, p.m, p.k]);
+  const b3 = view(transposeB ? scratch.transposeInner(b) : b, [p.batchB, p.k, p.n]);
+  return [a3, b3];
+}
+
+/**
+ * The product of canonical operands through the fast path only. `call(x, y)` runs the
+ * stock kernel on `[1, rows, k] x [1, k, n]` operands without transposes.
+ */
+function productCanonical(
+  scratch: Scratch,
+  a3: TensorInfo,
+  b3: TensorInfo,
+  p: Plan,
+  call: (x: TensorInfo, y: TensorInfo) => TensorInfo,
+): TensorInfo {
+  const { batchA, batchB, m, k, n } = p;
+  if (batchB === 1) {
+    // [B, m, k] x [k, n] == [1, B*m, k] x [1, k, n]: rows of all batch entries at once.
+    const out = call(view(a3, [1, batchA * m, k]), b3);
+    return { ...out, shape: p.outShape };
+  }
+  const nOut = tf.util.sizeFromShape(p.batchShapeOut);
+  const backend = scratch.backend;
+  const out = backend.makeOutput([nOut, m, n], 'float32');
+  try {
+    for (let i = 0; i < nOut; i++) {
+      // Batch entries are paired the way tfjs's own kernels (cpu, stock wasm) pair them:
+      // modulo the flattened batch size. That is numpy broadcasting whenever the batch
+      // shapes are equal or one side has a single entry; for partial broadcasts such as
+      // [2,1] x [1,3] tfjs itself differs from numpy, and we stay identical to tfjs.
+      const ia = i % batchA;
+      const ib = i % batchB;
+      const ai = batchA === 1 ? view(a3, [1, m, k]) : scratch.batchEntry(a3, ia, m, k);
+      // A fresh tensor per entry: XNNPACK caches packed weights by the right operand's id.
+      const bi = scratch.batchEntry(b3, ib, k, n);
+      const r = call(ai, bi);
+      const dst = backend.typedArrayFromHeap(out) as Float32Array;
+      const src = backend.typedArrayFromHeap({ ...r, shape: [m * n] }) as Float32Array;
+      dst.set(src, i * m * n);
+      backend.disposeData(r.dataId);
+      scratch.drop(bi);
+      if (ai.dataId !== a3.dataId) scratch.drop(ai);
+    }
+  } catch (err) {
+    backend.disposeData(out.dataId);
+    throw err;
+  }
+  return { ...out, shape: p.outShape };
+}
+
+// ---------------------------------------------------------------------------------------
+// Kernels
+
+function makeBatchMatMul(original: KernelFunc, transposeFunc: KernelFunc): KernelFunc {
+  const wrapper: KernelFunc = (args: KernelArgs) => {
+    const a = args.inputs['a'] as TensorInfo;
+    const b = args.inputs['b'] as TensorInfo;
+    const transposeA = readFlag(args.attrs, 'transposeA');
+    const transposeB = readFlag(args.attrs, 'transposeB');
+    if (a.dtype !== 'float32' || b.dtype !== 'float32') return original(args);
+    const p = plan(a.shape, b.shape, transposeA, transposeB);
+    const fastAlready = !transposeA && !transposeB && p.batchA === 1 && p.batchB === 1;
+    const tooSmallToSplit = p.batchB > 1 && p.m * p.k * p.n < minSplitMacs;
+    if (fastAlready || tooSmallToSplit || p.m * p.k * p.n === 0) {
+      if (fastAlready) stats.fastCalls++;
+      else stats.slowCalls++;
+      return original(args);
+    }
+
+    const backend = args.backend as WasmBackendLike;
+    const scratch = new Scratch(backend, transposeFunc);
+    const plainAttrs = { transposeA: false, transposeB: false } as NamedAttrMap;
+    try {
+      const [a3, b3] = canonicalOperands(scratch, a, b, p, transposeA, transposeB);
+      return productCanonical(scratch, a3, b3, p, (x, y) => {
+        stats.fastCalls++;
+        return original({ inputs: { a: x, b: y }, backend, attrs: plainAttrs }) as TensorInfo;
+      });
+    } finally {
+      scratch.release();
+    }
+  };
+  return mark(wrapper, original);
+}
+
+function makeFusedMatMul(original: KernelFunc, transposeFunc: KernelFunc): KernelFunc {
+  const wrapper: KernelFunc = (args: KernelArgs) => {
+    const a = args.inputs['a'] as TensorInfo;
+    const b = args.inputs['b'] as TensorInfo;
+    const bias = args.inputs['bias'] as TensorInfo | undefined | null;
+    const prelu = args.inputs['preluActivationWeights'] as TensorInfo | undefined | null;
+    const transposeA = readFlag(args.attrs, 'transposeA');
+    const transposeB = readFlag(args.attrs, 'transposeB');
+    if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length !== 3 || b.shape.length !== 3) {
+      return original(args);
+    }
+    const p = plan(a.shape, b.shape, transposeA, transposeB);
+    const fastAlready = !transposeA && !transposeB && p.batchA === 1 && p.batchB === 1;
+    if (fastAlready || p.m * p.k * p.n === 0) {
+      stats.fastCalls++;
+      return original(args);
+    }
+    // The activation's PReLU weights are applied as alpha[j % C] over the flat output; a
+    // per-entry split keeps that only when C divides one entry's size.
+    const preluSize = prelu == null ? 0 : tf.util.sizeFromShape(prelu.shape);
+    if (p.batchB > 1 && preluSize > 0 && (p.m * p.n) % preluSize !== 0) {
+      stats.slowCalls++;
+      return original(args);
+    }
+
+    const backend = args.backend as WasmBackendLike;
+    const scratch = new Scratch(backend, transposeFunc);
+    const attrs = { ...(args.attrs ?? {}), transposeA: false, transposeB: false } as NamedAttrMap;
+    const extra: Record<string, TensorInfo> = {};
+    if (bias != null) extra['bias'] = bias;
+    if (prelu != null) extra['preluActivationWeights'] = prelu;
+    try {
+      const [a3, b3] = canonicalOperands(scratch, a, b, p, transposeA, transposeB);
+      return productCanonical(scratch, a3, b3, p, (x, y) => {
+        stats.fastCalls++;
+        return original({ inputs: { a: x, b: y, ...extra }, backend, attrs }) as TensorInfo;
+      });
+    } finally {
+      scratch.release();
+    }
+  };
+  return mark(wrapper, original);
+}

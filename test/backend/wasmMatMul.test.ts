@@ -1,0 +1,236 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as tf from '@tensorflow/tfjs-core';
+import { setBackend } from '../../src/backend/backend.js';
+import {
+  installWasmMatMulFix,
+  MIN_SPLIT_MACS,
+  wasmMatMulFixInstalled,
+  wasmMatMulStats,
+} from '../../src/backend/wasmMatMul.js';
+
+/** Deterministic, non-symmetric test data (no RNG: identical on both backends). */
+function data(shape: number[], seed: number): Float32Array {
+  const n = shape.reduce((p, d) => p * d, 1);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = Math.sin(0.37 * i + seed) + 0.25 * Math.cos(1.3 * i * seed + 0.1);
+  return out;
+}
+
+interface Result {
+  shape: number[];
+  values: Float32Array;
+}
+
+async function onBackend(name: 'cpu' | 'wasm', f: () => tf.Tensor | tf.Tensor[]): Promise<Result[]> {
+  await tf.setBackend(name);
+  const out = tf.tidy(f);
+  const list = Array.isArray(out) ? out : [out];
+  const res = list.map((t) => ({ shape: t.shape, values: t.dataSync() as Float32Array }));
+  tf.dispose(list);
+  return res;
+}
+
+/** Run `f` on cpu (reference) and wasm; compare shapes and values. */
+async function expectSameAsCpu(f: () => tf.Tensor | tf.Tensor[], tol = 2e-4): Promise<void> {
+  const ref = await onBackend('cpu', f);
+  const got = await onBackend('wasm', f);
+  expect(got.length).toBe(ref.length);
+  for (let i = 0; i < ref.length; i++) {
+    expect(got[i].shape).toEqual(ref[i].shape);
+    let maxAbs = 0;
+    let maxDiff = 0;
+    for (let j = 0; j < ref[i].values.length; j++) {
+      maxAbs = Math.max(maxAbs, Math.abs(ref[i].values[j]));
+      maxDiff = Math.max(maxDiff, Math.abs(ref[i].values[j] - got[i].values[j]));
+    }
+    expect(maxDiff).toBeLessThanOrEqual(tol * Math.max(1, maxAbs));
+  }
+}
+
+/** Operand shapes for C = op(A) op(B) with op(A): [..., m, k], op(B): [..., k, n]. */
+function operandShapes(
+  batchA: number[],
+  batchB: number[],
+  m: number,
+  k: number,
+  n: number,
+  tA: boolean,
+  tB: boolean,
+): [number[], number[]] {
+  return [
+    [...batchA, ...(tA ? [k, m] : [m, k])],
+    [...batchB, ...(tB ? [n, k] : [k, n])],
+  ];
+}
+
+const COMBOS: [boolean, boolean][] = [
+  [false, false],
+  [true, false],
+  [false, true],
+  [true, true],
+];
+
+// [name, batchA, batchB, m, k, n]
+const CASES: [string, number[], number[], number, number, number][] = [
+  ['2D', [], [], 37, 53, 29],
+  ['2D row vector', [], [], 1, 64, 48],
+  ['3D batched, split path', [3], [3], 17, 33, 21],
+  ['3D batched, small (stock loop)', [4], [4], 5, 6, 7],
+  ['3D x 2D (folded)', [5], [], 20, 30, 40],
+  ['2D x 3D (left operand broadcast)', [], [4], 20, 30, 25],
+  ['4D broadcast batch dims', [2, 1], [1, 3], 9, 31, 40],
+  ['3D with batch 1', [1], [1], 24, 16, 12],
+];
+
+describe('installWasmMatMulFix', () => {
+  beforeAll(async () => {
+    await setBackend('wasm');
+  });
+  afterAll(async () => {
+    await tf.setBackend('wasm');
+    tf.env().set('IS_TEST', false);
+  });
+
+  it('replaces the wasm kernels once (idempotent)', () => {
+    expect(installWasmMatMulFix()).toBe(true);
+    expect(wasmMatMulFixInstalled()).toBe(true);
+    const k1 = tf.getKernel('BatchMatMul', 'wasm')?.kernelFunc;
+    const f1 = tf.getKernel('_FusedMatMul', 'wasm')?.kernelFunc;
+    expect(installWasmMatMulFix()).toBe(true);
+    expect(tf.getKernel('BatchMatMul', 'wasm')?.kernelFunc).toBe(k1);
+    expect(tf.getKernel('_FusedMatMul', 'wasm')?.kernelFunc).toBe(f1);
+    // The stock setupFunc is kept so a re-initialised backend still binds its C++ entry.
+    expect(tf.getKernel('BatchMatMul', 'wasm')?.setupFunc).toBeTypeOf('function');
+  });
+
+  it('split threshold sits between the sizes the cases use', () => {
+    expect(5 * 6 * 7).toBeLessThan(MIN_SPLIT_MACS);
+    expect(17 * 33 * 21).toBeGreaterThanOrEqual(MIN_SPLIT_MACS);
+  });
+
+  for (const [name, bA, bB, m, k, n] of CASES) {
+    for (const [tA, tB] of COMBOS) {
+      it(`matMul ${name}, transposeA=${tA} transposeB=${tB} matches cpu`, async () => {
+        const [sa, sb] = operandShapes(bA, bB, m, k, n, tA, tB);
+        await expectSameAsCpu(() => tf.matMul(tf.tensor(data(sa, 1), sa), tf.tensor(data(sb, 2), sb), tA, tB));
+      });
+    }
+  }
+
+  for (const [tA, tB] of COMBOS) {
+    for (const batched of [false, true]) {
+      it(`fused matMul + bias + relu, ${batched ? '3D' : '2D'}, transposeA=${tA} transposeB=${tB} matches cpu`, async () => {
+        const batch = batched ? [3] : [];
+        const [sa, sb] = operandShapes(batch, batch, 19, 27, 23, tA, tB);
+        await expectSameAsCpu(() =>
+          tf.fused.matMul({
+            a: tf.tensor(data(sa, 3), sa),
+            b: tf.tensor(data(sb, 4), sb),
+            transposeA: tA,
+            transposeB: tB,
+            bias: tf.tensor1d(data([23], 5)),
+            activation: 'relu',
+          }),
+        );
+      });
+    }
+  }
+
+  it('fused matMul: 3D x 2D with bias, prelu and leakyrelu match cpu', async () => {
+    const a = [4, 10, 16];
+    const b = [12, 16];
+    for (const activation of ['linear', 'prelu', 'leakyrelu', 'sigmoid'] as const) {
+      await expectSameAsCpu(() =>
+        tf.fused.matMul({
+          a: tf.tensor(data(a, 6), a),
+          b: tf.tensor(data(b, 7), b),
+          transposeB: true,
+          bias: tf.tensor1d(data([12], 8)),
+          activation,
+          preluActivationWeights: activation === 'prelu' ? tf.tensor1d(data([12], 9)) : undefined,
+          leakyreluAlpha: 0.1,
+        }),
+      );
+    }
+  });
+
+  for (const [tA, tB] of COMBOS) {
+    for (const batch of [[], [2]] as number[][]) {
+      it(`gradients of matMul (${batch.length ? '3D' : '2D'}, transposeA=${tA} transposeB=${tB}) match cpu`, async () => {
+        const [sa, sb] = operandShapes(batch, batch, 24, 40, 36, tA, tB);
+        const w = [...batch, 24, 36];
+        await expectSameAsCpu(() => {
+          const a = tf.tensor(data(sa, 10), sa);
+          const b = tf.tensor(data(sb, 11), sb);
+          const weights = tf.tensor(data(w, 12), w);
+          const g = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(tf.matMul(x, y, tA, tB), weights)));
+          return g([a, b]);
+        });
+      });
+    }
+  }
+
+  it('gradients of a fused dense layer (bias + relu) match cpu', async () => {
+    await expectSameAsCpu(() => {
+      const x = tf.tensor(data([32, 48], 13), [32, 48]);
+      const w = tf.tensor(data([48, 40], 14), [48, 40]);
+      const b = tf.tensor1d(data([40], 15));
+      const g = tf.grads((xx: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) =>
+        tf.sum(tf.square(tf.fused.matMul({ a: xx as tf.Tensor2D, b: ww as tf.Tensor2D, bias: bb, activation: 'relu' }))),
+      );
+      return g([x, w, b]);
+    });
+  });
+
+  it('leaks neither engine tensors nor backend buffers', async () => {
+    await tf.setBackend('wasm');
+    // IS_TEST makes the engine check every kernel's data-id balance (throws on a leak).
+    tf.env().set('IS_TEST', true);
+    const backend = tf.backend();
+    const a = tf.tensor(data([3, 40, 30], 1), [3, 40, 30]);
+    const b = tf.tensor(data([3, 50, 30], 2), [3, 50, 30]);
+    const bias = tf.tensor1d(data([50], 3));
+    const tensorsBefore = tf.memory().numTensors;
+    const idsBefore = backend.numDataIds();
+    for (const [tA, tB] of COMBOS) {
+      tf.tidy(() => {
+        const x = tA ? tf.transpose(a, [0, 2, 1]) : a;
+        const y = tB ? b : tf.transpose(b, [0, 2, 1]);
+        tf.matMul(x, y, tA, tB).dataSync();
+        tf.fused.matMul({ a: x, b: y, transposeA: tA, transposeB: tB, bias, activation: 'relu' }).dataSync();
+        const g = tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.sum(tf.matMul(p, q, tA, tB)));
+        g([x, y]).forEach((t) => t.dataSync());
+      });
+    }
+    expect(tf.memory().numTensors).toBe(tensorsBefore);
+    expect(backend.numDataIds()).toBe(idsBefore);
+    tf.dispose([a, b, bias]);
+    tf.env().set('IS_TEST', false);
+  });
+
+  it('routes transposed and batched products to the fast (XNNPACK) form', async () => {
+    // Not a timing assertion (timings are in benchmarks/matmul.ts): the fast form is the one
+    // the stock kernel hands to XNNPACK, the slow form the one that runs its naive loop.
+    await tf.setBackend('wasm');
+    const before = wasmMatMulStats();
+    tf.tidy(() => {
+      const a = tf.tensor(data([64, 96], 1), [64, 96]);
+      const b = tf.tensor(data([80, 96], 2), [80, 96]);
+      const c = tf.tensor(data([64, 50], 3), [64, 50]);
+      tf.matMul(a, b, false, true).dataSync(); // a b^T: one transpose, one fast call
+      tf.matMul(a, c, true, false).dataSync(); // a^T c: one transpose, one fast call
+    });
+    const mid = wasmMatMulStats();
+    expect(mid.slowCalls).toBe(before.slowCalls);
+    expect(mid.fastCalls - before.fastCalls).toBe(2);
+    expect(mid.transposes - before.transposes).toBe(2);
+    tf.tidy(() => {
+      const a = tf.tensor(data([4, 32, 48], 1), [4, 32, 48]);
+      const b = tf.tensor(data([4, 48, 40], 2), [4, 48, 40]);
+      tf.matMul(a, b).dataSync(); // split into 4 fast calls
+    });
+    const after = wasmMatMulStats();
+    expect(after.slowCalls).toBe(mid.slowCalls);
+    expect(after.fastCalls - mid.fastCalls).toBe(4);
+  });
+});
