@@ -16,6 +16,7 @@ import { evaluatePolicy, type Circle } from './evaluate.js';
 import { DEFAULT_POLICY, type DiffusionPolicyConfig } from './policy/config.js';
 import { DiffusionPolicy, type CostTerm } from './policy/policy.js';
 import { policyTrainer } from './policy/train.js';
+import { policyDistiller } from './policy/distill.js';
 import type { Demo } from './policy/windows.js';
 // eslint-disable-next-line
 import { parseGuideSpec } from './guidance/index.js';
@@ -25,6 +26,9 @@ const USAGE = `usage: scoreflow robot <subcommand> [options]
   collect --env arm-reach --episodes N [--seed S] [--out FILE.mcap]   expert demonstrations
   train   --env E [--data FILE.mcap | --zarr PATH] [--steps N] [--batch N] [--lr X] [--channels 64,128,256]
           [--objective denoising|flow-matching] [--path P] [--seed S] [--out DIR] [--json]
+  distill --env E --teacher DIR [--data FILE.mcap | --zarr PATH] [--steps N] [--batch N] [--out DIR] [--json]
+          consistency-distil a trained policy into a one-step policy
+  export  --env E --checkpoint DIR --out DIR      inference-only copy (EMA weights, no optimiser state)
   eval    --env E --checkpoint DIR [--episodes N] [--seed S] [--guide obstacle:2,smooth:0.1]
           [--novel-obstacles K] [--sampler S] [--steps N] [--candidates N] [--json]`;
 
@@ -39,6 +43,10 @@ export async function runRobot(argv: string[]): Promise<number> {
       return robotTrain(rest);
     case 'eval':
       return robotEval(rest);
+    case 'distill':
+      return robotDistill(rest);
+    case 'export':
+      return robotExport(rest);
     case undefined:
     case '--help':
     case 'help':
@@ -220,5 +228,64 @@ async function robotEval(argv: string[]): Promise<number> {
     env.close();
     policy.dispose();
   }
+  return 0;
+}
+
+async function robotDistill(argv: string[]): Promise<number> {
+  const o = parse(
+    argv,
+    { env: { type: 'string' }, teacher: { type: 'string' }, data: { type: 'string' }, zarr: { type: 'string' }, steps: { type: 'string' }, batch: { type: 'string' }, lr: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' } },
+    USAGE,
+  );
+  const env = choiceOpt(o.env, 'env', ENV_NAMES, 'pusht');
+  if (typeof o.teacher !== 'string') throw new UsageError('--teacher DIR (a trained policy checkpoint) is required');
+  const json = Boolean(o.json);
+  await setBackend('auto');
+  const teacher = DiffusionPolicy.load(o.teacher, { env });
+  const demos = await loadDemos(env, typeof o.data === 'string' ? o.data : undefined, typeof o.zarr === 'string' ? o.zarr : undefined);
+  const steps = intOpt(o.steps, 'steps', 2000, 1);
+  const d = policyDistiller(teacher, demos, { steps, batchSize: intOpt(o.batch, 'batch', 64, 1), lr: numOpt(o.lr, 'lr', 2e-4), seed: intOpt(o.seed, 'seed', 0) });
+  const out = typeof o.out === 'string' ? o.out : `runs/policy-${env}-cd`;
+  const bar = progressSink({ json, label: `distill ${env}` });
+  const t0 = performance.now();
+  let lastSave = performance.now();
+  const saveStudent = async (extra: Record<string, unknown>): Promise<void> => {
+    const student = d.student();
+    await student.save(out, { teacher: o.teacher, ...extra });
+    student.dispose();
+  };
+  try {
+    await lastValueFrom(
+      d.trainer.fit().pipe(
+        tap((p) => {
+          bar.update({ step: p.step, loss: p.loss, 'samples/s': p.samplesPerSec }, p.step / p.steps);
+          if (performance.now() - lastSave > 120_000) {
+            lastSave = performance.now();
+            void saveStudent({ distillSteps: p.step });
+          }
+        }),
+      ),
+      { defaultValue: undefined },
+    );
+    bar.done();
+    const seconds = (performance.now() - t0) / 1000;
+    await saveStudent({ distillSteps: steps, distillSeconds: seconds, command: `scoreflow robot distill ${argv.join(' ')}` });
+    emit(json, { event: 'done', checkpoint: out, seconds, loss: d.trainer.lastLoss }, `distilled in ${seconds.toFixed(0)} s, final loss ${d.trainer.lastLoss.toFixed(5)}; one-step policy ${out}`);
+  } finally {
+    d.dispose();
+    teacher.dispose();
+  }
+  return 0;
+}
+
+async function robotExport(argv: string[]): Promise<number> {
+  const o = parse(argv, { env: { type: 'string' }, checkpoint: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' } }, USAGE);
+  const env = choiceOpt(o.env, 'env', ENV_NAMES, 'pusht');
+  if (typeof o.checkpoint !== 'string' || typeof o.out !== 'string') throw new UsageError('--checkpoint DIR and --out DIR are required');
+  await setBackend('auto');
+  const policy = DiffusionPolicy.load(o.checkpoint, { env });
+  await policy.save(o.out, { exportedFrom: o.checkpoint });
+  policy.dispose();
+  emit(Boolean(o.json), { event: 'export', from: o.checkpoint, out: o.out }, `exported ${o.checkpoint} (EMA weights) to ${o.out}`);
   return 0;
 }

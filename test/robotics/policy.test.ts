@@ -8,7 +8,6 @@ import { DiffusionPolicy } from '../../domains/robotics/policy/policy.js';
 import { policyTrainer } from '../../domains/robotics/policy/train.js';
 import { buildWindows, type Demo } from '../../domains/robotics/policy/windows.js';
 import { pushtFeatures, identityFeatures } from '../../domains/robotics/policy/features.js';
-import { smoothness } from '../../domains/robotics/guidance/index.js';
 import { Normalizer } from '../../src/data/normalizer.js';
 import { Rng } from '../../src/rng/rng.js';
 
@@ -116,20 +115,18 @@ describe('policy', () => {
     const pinned = policy.predictChunks([windows[0]], { seed: 4, pinned: [Float64Array.of(0.33)] });
     expect(pinned.chunks[0][0]).toBeCloseTo(0.33, 4);
 
-    // Smoothness guidance lowers the guided cost on the sampled chunk.
-    const cost = smoothness();
-    const rough = (c: Float32Array): number => {
-      let s = 0;
-      for (let k = 1; k < c.length; k++) s += (c[k] - c[k - 1]) ** 2;
-      return s;
-    };
+    // Reward guidance lowers the guided cost on the sampled chunk: a ceiling at 0.5 on the actions.
+    const ceiling = (a: tf.Tensor): tf.Tensor => tf.sum(tf.square(tf.relu(tf.sub(tf.reshape(a, [a.shape[0], -1]), 0.5))), 1);
+    const costOf = (c: Float32Array): number => c.reduce((s, v) => s + Math.max(0, v - 0.5) ** 2, 0);
     let unguided = 0;
     let guided = 0;
     for (let s = 0; s < 4; s++) {
-      unguided += rough(policy.predictChunks([windows[1]], { seed: 10 + s }).chunks[0]);
-      guided += rough(policy.predictChunks([windows[1]], { seed: 10 + s, guidance: [{ name: 'smooth', cost, scale: 5 }] }).chunks[0]);
+      unguided += costOf(policy.predictChunks([windows[1]], { seed: 10 + s }).chunks[0]);
+      guided += costOf(policy.predictChunks([windows[1]], { seed: 10 + s, guidance: [{ name: 'ceiling', cost: ceiling, scale: 20 }] }).chunks[0]);
     }
-    expect(guided).toBeLessThan(unguided);
+    console.log(`ceiling cost: unguided ${unguided.toFixed(4)}, guided ${guided.toFixed(4)}`);
+    expect(unguided).toBeGreaterThan(0.5);
+    expect(guided).toBeLessThan(0.5 * unguided);
     expect(tf.memory().numTensors).toBe(before);
 
     // A checkpoint of another environment is refused.

@@ -24,6 +24,11 @@ export interface DiffusionPolicyConfig {
   readonly objective: 'denoising' | 'flow-matching';
   readonly sampler: SamplerName;
   readonly samplingSteps: number;
+  /**
+   * Set on consistency-distilled policies: the network is a consistency function (Song et al.
+   * 2023) with these boundary scalings, sampled in one or a few steps.
+   */
+  readonly consistency?: { readonly sigmaData: number; readonly sigmaMin: number };
 }
 
 export const DEFAULT_POLICY: Omit<DiffusionPolicyConfig, 'env' | 'obsDim' | 'actionDim'> = {

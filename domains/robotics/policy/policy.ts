@@ -14,7 +14,8 @@ import { buildNetwork, type ModelSpec } from '../../../src/nn/registry.js';
 import { pathFromSpec, type NoisePath } from '../../../src/path/index.js';
 import { Rng } from '../../../src/rng/rng.js';
 import { sample, type SamplerName } from '../../../src/sample/registry.js';
-import { loadCheckpoint } from '../../../src/train/checkpoint.js';
+import { loadCheckpoint, saveCheckpoint } from '../../../src/train/checkpoint.js';
+import { consistencyDenoiser, consistencyParam } from '../../../src/loss/consistencyParam.js';
 import { checkNumber, fail } from '../../../src/util/validate.js';
 import '../model/temporalUnet.js';
 import { validatePolicyConfig, type DiffusionPolicyConfig } from './config.js';
@@ -125,7 +126,7 @@ export class DiffusionPolicy {
 
   /** Denoiser for a batch of windows, with optional guidance and pinned-action inpainting. */
   private denoiserFor(cond: tf.Tensor, windows: readonly (readonly ArrayLike<number>[])[], opts: PredictOptions, batch: number, rng: Rng): { den: Denoiser; project?: (x: tf.Tensor, t: number) => tf.Tensor; dispose: () => void } {
-    let den = wrapNetwork(this.net, this.param, cond);
+    let den = this.baseDenoiser(cond);
     const owned: tf.Tensor[] = [];
     const wrappers = (opts.guidance ?? []).map((term) =>
       gradientGuidance({
@@ -158,6 +159,32 @@ export class DiffusionPolicy {
       project = ip.project;
     }
     return { den, project, dispose: () => owned.forEach((t) => t.dispose()) };
+  }
+
+  /** The denoiser of the network alone: diffusion parameterisation, or consistency function when distilled. */
+  baseDenoiser(cond: tf.Tensor): Denoiser {
+    const c = this.config.consistency;
+    if (c) return consistencyDenoiser(this.net, consistencyParam({ path: this.path, sigmaData: c.sigmaData, sigmaMin: c.sigmaMin }), cond);
+    return wrapNetwork(this.net, this.param, cond);
+  }
+
+  /** The raw network (for distillation teachers). */
+  get network(): Network {
+    return this.net;
+  }
+
+  /** Write an inference checkpoint (weights only, no optimiser state). */
+  async save(dir: string, extra: Record<string, unknown> = {}): Promise<void> {
+    await saveCheckpoint(dir, {
+      meta: {
+        task: POLICY_TASK_PREFIX + this.config.env,
+        model: DiffusionPolicy.modelSpec(this.config, this.features.outputDim),
+        parameterization: { path: this.path.spec, prediction: this.config.prediction },
+        normalizer: { obs: this.obsNormalizer.state, action: this.actionNormalizer.state },
+        extra: { policy: this.config, ...extra },
+      },
+      params: this.store,
+    });
   }
 
   /** Predict one chunk per observation window (batched). */

@@ -1,0 +1,58 @@
+/**
+ * `npm run bench`: runs every benchmark in its own process (WASM threads are fixed per process),
+ * writes benchmarks/results/*.json and prints one summary table.
+ *   npm run bench            # everything (~10-15 min on 2 cores)
+ *   npm run bench -- --quick # core + policy only
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const results = path.join(here, 'results');
+const quick = process.argv.includes('--quick');
+
+function run(script: string, args: string[] = []): void {
+  process.stderr.write(`\n== ${script} ${args.join(' ')}\n`);
+  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(here, script), ...args], { stdio: 'inherit' });
+  if (r.status !== 0) process.stderr.write(`(${script} exited with ${r.status})\n`);
+}
+
+const read = (f: string): any => (existsSync(path.join(results, f)) ? JSON.parse(readFileSync(path.join(results, f), 'utf8')) : undefined); // eslint-disable-line @typescript-eslint/no-explicit-any
+
+const coreRuns = [
+  { threads: 1, fix: 'off' },
+  { threads: 1, fix: 'on' },
+  { threads: 2, fix: 'on' },
+];
+for (const c of coreRuns) run('core.ts', ['--threads', String(c.threads), '--fix', c.fix, '--out', path.join(results, `core-t${c.threads}-fix${c.fix}.json`)]);
+if (!quick) {
+  run('matmul.ts');
+  run('conv.ts');
+  run('threads.ts');
+}
+for (const [env, ck] of [['pusht', 'models/pusht-policy'], ['arm-reach', 'models/arm-reach-policy']]) {
+  if (existsSync(ck)) run('policy.ts', ['--env', env, '--checkpoint', ck]);
+}
+
+const lines: string[] = [];
+lines.push('MLP denoiser (depth 3), flow-euler sampling, median ms');
+lines.push('threads fix  width batch | train step | forward | sample 1 | sample 10 | sample 50');
+for (const c of coreRuns) {
+  const r = read(`core-t${c.threads}-fix${c.fix}.json`);
+  if (!r) continue;
+  for (const row of r.rows) {
+    lines.push(
+      `${String(c.threads).padStart(7)} ${c.fix.padEnd(4)} ${String(row.width).padStart(5)} ${String(row.batch).padStart(5)} | ${row.trainStepMs.toFixed(2).padStart(10)} | ${row.forwardMs.toFixed(2).padStart(7)} | ${row.sample1Ms.toFixed(2).padStart(8)} | ${row.sample10Ms.toFixed(2).padStart(9)} | ${row.sample50Ms.toFixed(2).padStart(9)}`,
+    );
+  }
+}
+for (const env of ['pusht', 'arm-reach']) {
+  const p = read(`policy-${env}.json`);
+  if (!p) continue;
+  lines.push('');
+  lines.push(`${env} policy chunk latency (one window)`);
+  for (const r of p.rows) lines.push(`  ${r.sampler}@${r.steps}: p50 ${r.p50Ms.toFixed(2)} ms, p99 ${r.p99Ms.toFixed(2)} ms`);
+}
+process.stdout.write('\n' + lines.join('\n') + '\n');

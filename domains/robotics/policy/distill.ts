@@ -1,0 +1,73 @@
+/**
+ * Consistency distillation of a trained Diffusion Policy (Consistency Policy, Prasad et al.
+ * 2024; consistency models, Song et al. 2023): a student U-Net, initialised from the teacher,
+ * learns to map any noisy chunk straight to the teacher's ODE solution, so one network
+ * evaluation gives an action chunk. Uses the core's consistency loss and Trainer.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { consistencyDistillationLoss } from '../../../src/loss/consistencyLoss.js';
+import { consistencyGrid, consistencyParam } from '../../../src/loss/consistencyParam.js';
+import { Trainer } from '../../../src/train/trainer.js';
+import { checkNumber } from '../../../src/util/validate.js';
+import type { DiffusionPolicyConfig } from './config.js';
+import { DiffusionPolicy } from './policy.js';
+import { buildWindows, type Demo } from './windows.js';
+
+export interface DistillOptions {
+  readonly steps: number;
+  readonly batchSize?: number;
+  readonly lr?: number;
+  readonly seed?: number;
+  /** Discretisation points N of the teacher ODE (default 20). */
+  readonly gridPoints?: number;
+}
+
+export function policyDistiller(teacher: DiffusionPolicy, demos: readonly Demo[], opts: DistillOptions): { trainer: Trainer; student: () => DiffusionPolicy; dispose: () => void } {
+  const steps = checkNumber('steps', opts.steps, { integer: true, min: 1 });
+  const cfg = teacher.config;
+  const w = buildWindows(demos, cfg, teacher.features);
+  const F = teacher.features.outputDim;
+  const x = tf.tensor3d(teacher.actionNormalizer.normalize(w.actions), [w.count, cfg.predHorizon, cfg.actionDim]);
+  const cond = tf.tensor2d(teacher.obsNormalizer.normalize(w.obs), [w.count, cfg.obsHorizon * F]);
+  // Normalised actions lie in [-1, 1]: sigma_data 0.5 as in EDM.
+  const cparam = consistencyParam({ path: teacher.path, sigmaData: 0.5 });
+  const loss = consistencyDistillationLoss({
+    cparam,
+    teacher: { net: teacher.network, param: teacher.param },
+    solver: 'heun',
+    grid: consistencyGrid(cparam, opts.gridPoints ?? 20),
+    metric: 'pseudo-huber',
+    checkFinite: false,
+  });
+  const studentConfig: DiffusionPolicyConfig = { ...cfg, sampler: 'consistency-1step', samplingSteps: 1, consistency: { sigmaData: cparam.sigmaData, sigmaMin: cparam.sigmaMin } };
+  const lr = opts.lr ?? 2e-4;
+  const trainer = new Trainer(
+    {
+      model: DiffusionPolicy.modelSpec(cfg, F),
+      steps,
+      batchSize: opts.batchSize ?? 64,
+      seed: opts.seed ?? 0,
+      optimizer: { kind: 'adamw', weightDecay: 0 },
+      schedule: { kind: 'constant', lr, warmup: 50 },
+      clipNorm: 1,
+      emaDecay: 0.95,
+      logEvery: Math.max(1, Math.min(50, Math.floor(steps / 100))),
+    },
+    ({ net, emaNet, rng }, b) => loss(net, emaNet, b.x, rng, b.cond),
+    { x, cond },
+    // The student starts from the teacher's weights.
+    { params: teacher.store.clone(true), step: 0 },
+  );
+  return {
+    trainer,
+    student: () => {
+      trainer.syncEma();
+      return new DiffusionPolicy(studentConfig, (trainer.ema ?? trainer.params).clone(false), teacher.obsNormalizer, teacher.actionNormalizer);
+    },
+    dispose: () => {
+      trainer.dispose();
+      x.dispose();
+      cond.dispose();
+    },
+  };
+}
