@@ -25,7 +25,7 @@ const USAGE = `usage: scoreflow robot <subcommand> [options]
   import  --zarr PATH [--out FILE.mcap]            Diffusion Policy replay buffer -> episode MCAP
   collect --env arm-reach --episodes N [--seed S] [--out FILE.mcap]   expert demonstrations
   train   --env E [--data FILE.mcap | --zarr PATH] [--steps N] [--batch N] [--lr X] [--channels 64,128,256]
-          [--objective denoising|flow-matching] [--path P] [--seed S] [--out DIR] [--json]
+          [--objective denoising|flow-matching] [--path P] [--seed S] [--out DIR] [--resume DIR] [--json]
   distill --env E --teacher DIR [--data FILE.mcap | --zarr PATH] [--steps N] [--batch N] [--out DIR] [--json]
           consistency-distil a trained policy into a one-step policy
   export  --env E --checkpoint DIR --out DIR      inference-only copy (EMA weights, no optimiser state)
@@ -135,7 +135,7 @@ async function robotTrain(argv: string[]): Promise<number> {
     {
       env: { type: 'string' }, data: { type: 'string' }, zarr: { type: 'string' }, steps: { type: 'string' }, batch: { type: 'string' }, lr: { type: 'string' },
       channels: { type: 'string' }, objective: { type: 'string' }, path: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' },
-      'sampling-steps': { type: 'string' },
+      'sampling-steps': { type: 'string' }, resume: { type: 'string' },
     },
     USAGE,
   );
@@ -158,7 +158,7 @@ async function robotTrain(argv: string[]): Promise<number> {
     samplingSteps: intOpt(o['sampling-steps'], 'sampling-steps', DEFAULT_POLICY.samplingSteps, 1),
   };
   const steps = intOpt(o.steps, 'steps', 20000, 1);
-  const run = policyTrainer(demos, cfg, { steps, batchSize: intOpt(o.batch, 'batch', 256, 1), lr: numOpt(o.lr, 'lr', 1e-3), seed: intOpt(o.seed, 'seed', 0) });
+  const run = policyTrainer(demos, cfg, { steps, batchSize: intOpt(o.batch, 'batch', 256, 1), lr: numOpt(o.lr, 'lr', 1e-3), seed: intOpt(o.seed, 'seed', 0), resumeFrom: typeof o.resume === 'string' ? o.resume : undefined });
   const out = typeof o.out === 'string' ? o.out : `runs/policy-${env}`;
   emit(json, { event: 'start', env, episodes: demos.length, windows: run.windows, params: run.trainer.params.size(), steps }, `training ${env} policy on ${demos.length} episodes (${run.windows} windows), ${run.trainer.params.size()} parameters, ${steps} steps`);
   const bar = progressSink({ json, label: `train ${env}` });

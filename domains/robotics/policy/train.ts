@@ -4,7 +4,7 @@ import { Normalizer } from '../../../src/data/normalizer.js';
 import { pathFromSpec } from '../../../src/path/index.js';
 import { denoisingLoss } from '../../../src/loss/denoising.js';
 import { flowMatchingLoss } from '../../../src/loss/flowMatching.js';
-import { Trainer } from '../../../src/train/trainer.js';
+import { Trainer, type Batch, type ObjectiveContext } from '../../../src/train/trainer.js';
 import { checkNumber } from '../../../src/util/validate.js';
 import '../model/temporalUnet.js';
 import { validatePolicyConfig, type DiffusionPolicyConfig } from './config.js';
@@ -18,6 +18,8 @@ export interface PolicyTrainOptions {
   readonly lr?: number;
   readonly seed?: number;
   readonly emaDecay?: number;
+  /** Continue a run from its checkpoint (same data); `steps` is the new total. */
+  readonly resumeFrom?: string;
 }
 
 export interface PolicyTraining {
@@ -41,7 +43,10 @@ export function policyTrainer(demos: readonly Demo[], config: DiffusionPolicyCon
   const param = { path, prediction: cfg.prediction };
   const loss = cfg.objective === 'denoising' ? denoisingLoss({ param, checkFinite: false }) : flowMatchingLoss({ param, checkFinite: false });
   const lr = opts.lr ?? 1e-3;
-  const trainer = new Trainer(
+  const objective = ({ net, rng }: ObjectiveContext, b: Batch): tf.Tensor => loss(net, b.x, rng, b.cond);
+  const trainer = opts.resumeFrom
+    ? Trainer.resume(opts.resumeFrom, objective, { x, cond }, { expectTask: POLICY_TASK_PREFIX + cfg.env, steps }).trainer
+    : new Trainer(
     {
       model: DiffusionPolicy.modelSpec(cfg, F),
       steps,
@@ -53,7 +58,7 @@ export function policyTrainer(demos: readonly Demo[], config: DiffusionPolicyCon
       emaDecay: opts.emaDecay ?? 0.999,
       logEvery: Math.max(1, Math.min(100, Math.floor(steps / 100))),
     },
-    ({ net, rng }, b) => loss(net, b.x, rng, b.cond),
+    objective,
     { x, cond },
   );
   return {
