@@ -26,8 +26,16 @@ import type { DenoiserWrapper } from './types.js';
 /** A differentiable objective returning one value per sample: [B] from a batch [B, ...]. */
 export type GuidanceObjective = (x: tf.Tensor, t: number) => tf.Tensor;
 
-export type GuidanceTarget = 'x0' | 'xt';
-export const GUIDANCE_TARGETS: readonly GuidanceTarget[] = ['x0', 'xt'];
+/**
+ * 'x0': DPS-style, g = grad_{x_t} fn(x0hat(x_t)) (backprop through the denoiser), x0 += scale (sigma^2/alpha) g.
+ * 'xt': g = grad_{x_t} fn(x_t, t) (e.g. a noise-aware value function), x0 += scale (sigma^2/alpha) g.
+ * 'x0-direct': g = grad_{x0} fn(x0hat) at the (detached) estimate, x0 += scale g: a gradient step on
+ *   the denoised estimate with no backprop through the network. Cheap, and it still acts when the
+ *   denoiser is nearly insensitive to x_t (strongly conditioned models), where the DPS gradient vanishes;
+ *   it shifts the final sample too unless the schedule switches it off near t = 0.
+ */
+export type GuidanceTarget = 'x0' | 'xt' | 'x0-direct';
+export const GUIDANCE_TARGETS: readonly GuidanceTarget[] = ['x0', 'xt', 'x0-direct'];
 
 export interface GradientGuidanceOptions {
   readonly path: NoisePath;
@@ -79,7 +87,7 @@ export function gradientGuidance(opts: GradientGuidanceOptions): DenoiserWrapper
     return (x, t) => {
       const a = path.alpha(t);
       const s = path.sigma(t);
-      const coef = scale * scheduleWeight(schedule, t) * (a === 0 ? 0 : (s * s) / a);
+      const coef = on === 'x0-direct' ? scale * scheduleWeight(schedule, t) : scale * scheduleWeight(schedule, t) * (a === 0 ? 0 : (s * s) / a);
       if (coef === 0 || !Number.isFinite(coef)) return tf.tidy(() => den(x, t));
       if (!tf.getGradient('Sum')) {
         fail("gradientGuidance: tfjs gradient functions are not registered; select a backend with scoreflow's setBackend() (or import '@tensorflow/tfjs') first");
@@ -87,7 +95,7 @@ export function gradientGuidance(opts: GradientGuidanceOptions): DenoiserWrapper
       const batch = x.shape[0];
       if (batch !== checkedBatch) {
         tf.tidy(() => {
-          objective(fn, on === 'x0' ? den(x, t) : x, t, batch);
+          objective(fn, on === 'xt' ? x : den(x, t), t, batch);
         });
         checkedBatch = batch;
       }
@@ -104,6 +112,9 @@ export function gradientGuidance(opts: GradientGuidanceOptions): DenoiserWrapper
               return connected(objective(fn, y, t, batch), z);
             })(x);
             x0 = kept as unknown as tf.Tensor;
+          } else if (on === 'x0-direct') {
+            x0 = den(x, t);
+            g = tf.grad((z: tf.Tensor) => connected(objective(fn, z, t, batch), z))(x0);
           } else {
             g = tf.grad((z: tf.Tensor) => connected(objective(fn, z, t, batch), z))(x);
             x0 = den(x, t);
