@@ -2,6 +2,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import os from 'node:os';
 import { createRequire } from 'node:module';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { setBackend, type BackendName } from '../backend/backend.js';
 import { wasmThreadInfo } from '../backend/threads.js';
 
@@ -15,6 +18,17 @@ function version(pkg: string): string {
   }
 }
 
+/** scoreflow's own version: the nearest package.json above this module (works from src/ and dist/). */
+function ownVersion(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    const file = path.join(dir, 'package.json');
+    if (existsSync(file)) return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version;
+    dir = path.dirname(dir);
+  }
+  return 'unknown';
+}
+
 export async function doctor(opts: { json: boolean; backend: BackendName }): Promise<Record<string, unknown>> {
   const choice = await setBackend(opts.backend);
   const threads = choice.backend === 'wasm' ? wasmThreadInfo() : undefined;
@@ -22,7 +36,7 @@ export async function doctor(opts: { json: boolean; backend: BackendName }): Pro
   const t0 = performance.now();
   const ok = tf.tidy(() => tf.sum(tf.matMul(tf.ones([64, 64]), tf.ones([64, 64]))).dataSync()[0] === 64 * 64 * 64);
   const info = {
-    scoreflow: version('../..'),
+    scoreflow: ownVersion(),
     node: process.version,
     platform: `${os.platform()} ${os.arch()}`,
     cpus: os.cpus().length,
