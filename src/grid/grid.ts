@@ -27,18 +27,26 @@ export function uniformGrid(path: NoisePath, steps: number): number[] {
  */
 const MAX_SCALED_SIGMA = 1e4;
 
+/**
+ * Where the path's scaled noise level at tMax exceeds this (rectified flow: infinite), Karras
+ * grids start at sigma/alpha = 80, EDM's sigma_max: second-order solvers in scaled coordinates
+ * (Heun) blow up on a first step from 1e4 (measured: toy SW 1.17 vs 0.03).
+ */
+const KARRAS_MAX_SCALED_SIGMA = 80;
+
 /** Karras et al. (2022) rho-spacing of the scaled noise level sigma/alpha between tMax and tMin, then 0. */
 export function karrasGrid(path: NoisePath, steps: number, rho = 7): number[] {
   checkNumber('steps', steps, { integer: true, min: 1 });
   checkNumber('rho', rho, { min: 1e-3 });
   const sc = (t: number): number => path.sigma(t) / path.alpha(t);
-  const hi = Math.pow(Math.min(sc(path.tMax), MAX_SCALED_SIGMA), 1 / rho);
+  const start = path.alpha(path.tMax) > 0 ? path.tMax : path.tFromLogSnr(-2 * Math.log(KARRAS_MAX_SCALED_SIGMA));
+  const hi = Math.pow(Math.min(sc(start), MAX_SCALED_SIGMA), 1 / rho);
   const lo = Math.pow(sc(path.tMin), 1 / rho);
   const n = steps;
   const pts: number[] = [];
   for (let i = 0; i < n; i++) {
     const sigma = Math.pow(hi + (n === 1 ? 0 : (i / (n - 1)) * (lo - hi)), rho);
-    pts.push(i === 0 ? path.tMax : path.tFromLogSnr(-2 * Math.log(sigma)));
+    pts.push(i === 0 ? start : path.tFromLogSnr(-2 * Math.log(sigma)));
   }
   pts.push(0);
   return pts;

@@ -18,7 +18,9 @@ describe.each(PATH_KINDS)('grids on %s', (kind) => {
     (g, steps) => {
       const grid = makeGrid(path, { kind: g, steps });
       expect(grid).toHaveLength(steps + 1);
-      expect(grid[0]).toBe(path.tMax);
+      // Karras grids on a path whose alpha vanishes at tMax (rectified flow) start at sigma/alpha = 80.
+      if (g === 'karras' && path.alpha(path.tMax) === 0) expect(path.sigma(grid[0]) / path.alpha(grid[0])).toBeCloseTo(80, 6);
+      else expect(grid[0]).toBe(path.tMax);
       expect(grid[steps]).toBe(0);
       for (let i = 0; i < grid.length; i++) {
         expect(Number.isFinite(grid[i]), `entry ${i} = ${grid[i]}`).toBe(true);
@@ -63,14 +65,14 @@ describe('grid spacings', () => {
     for (let i = 1; i < 7; i++) expect(l[i + 1] - l[i]).toBeCloseTo(d0, 7);
   });
 
-  it('rectified flow (alpha = 0 at tMax) gets finite noise-level grids spaced from sigma/alpha = 1e4', () => {
+  it('rectified flow (alpha = 0 at tMax): Karras grids spaced from sigma/alpha = 80, log-SNR grids from 1e4', () => {
     const p = pathFromSpec('rectified-flow');
     const n = 6;
     const sc = (t: number): number => p.sigma(t) / p.alpha(t);
-    const hi = Math.pow(1e4, 1 / 7);
+    const hi = Math.pow(80, 1 / 7);
     const lo = Math.pow(sc(p.tMin), 1 / 7);
     const k = karrasGrid(p, n);
-    for (let i = 1; i < n; i++) expect(Math.pow(sc(k[i]), 1 / 7)).toBeCloseTo(hi + (i / (n - 1)) * (lo - hi), 9);
+    for (let i = 0; i < n; i++) expect(Math.pow(sc(k[i]), 1 / 7)).toBeCloseTo(hi + (i / (n - 1)) * (lo - hi), 9);
     const l = logSnrGrid(p, n);
     const l0 = -2 * Math.log(1e4);
     for (let i = 1; i < n; i++) expect(p.logSnr(l[i])).toBeCloseTo(l0 + (i / (n - 1)) * (p.logSnr(p.tMin) - l0), 8);
