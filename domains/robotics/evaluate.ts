@@ -4,7 +4,7 @@
  */
 import { Rng } from '../../src/rng/rng.js';
 import { ArmReachEnv } from './env/armReach.js';
-import { OBS_LAYOUT } from './env/armReachSpec.js';
+import { ABSENT_OBSTACLE, MAX_OBSTACLES, OBS_LAYOUT } from './env/armReachSpec.js';
 import { PUSHT_AGENT_RADIUS } from './env/pusht.js';
 import type { Env } from './env/types.js';
 import { detourMode } from './expert/armReachExpert.js';
@@ -86,6 +86,18 @@ function armNovel(obs: Float64Array, k: number, rng: Rng): Circle[] {
   return out;
 }
 
+/** The observation with every obstacle slot after the first (the central obstacle) marked absent. */
+function hideExtraObstacles(obs: Float64Array): Float64Array {
+  const out = Float64Array.from(obs);
+  for (let k = 1; k < MAX_OBSTACLES; k++) {
+    const o = OBS_LAYOUT.obstacles + 3 * k;
+    out[o] = ABSENT_OBSTACLE.x;
+    out[o + 1] = ABSENT_OBSTACLE.y;
+    out[o + 2] = ABSENT_OBSTACLE.radius;
+  }
+  return out;
+}
+
 function pushtViolations(observations: Float64Array[], circles: readonly Circle[]): number {
   let n = 0;
   for (const o of observations) if (circles.some((c) => Math.hypot(o[0] - c.x, o[1] - c.y) < c.r + PUSHT_AGENT_RADIUS)) n++;
@@ -112,7 +124,10 @@ export function evaluatePolicy(env: Env, policy: DiffusionPolicy, opts: EvalOpti
       }
     }
     const guidance = opts.guidanceFor ? opts.guidanceFor(constraints) : opts.guidance;
-    const r: EpisodeResult = runEpisode(env, policy, { seed, state, guidance, sampler: opts.sampler, steps: opts.steps, candidates: opts.candidates, pinExecuted: opts.pinExecuted });
+    // Novel obstacles are physics and guidance only: the policy's observation shows the
+    // obstacle slots as it saw them in training (absent), so it meets them only through guidance.
+    const observe = env.name === 'arm-reach' && constraints.length > 0 ? hideExtraObstacles : undefined;
+    const r: EpisodeResult = runEpisode(env, policy, { seed, state, guidance, sampler: opts.sampler, steps: opts.steps, candidates: opts.candidates, pinExecuted: opts.pinExecuted, observe });
     lat.push(...r.chunkLatenciesMs);
     let s: EpisodeSummary;
     if (env.name === 'pusht') {

@@ -26,12 +26,15 @@ export interface RunOptions extends PredictOptions {
   readonly state?: Float64Array;
   /** Pin this many already-executed actions at the chunk start (continuity); 0 = off. */
   readonly pinExecuted?: number;
+  /** What the policy sees of each observation (default: all of it). */
+  readonly observe?: (obs: Float64Array) => Float64Array;
 }
 
 export function runEpisode(env: Env, policy: DiffusionPolicy, opts: RunOptions): EpisodeResult {
   const { obs: To } = policy.horizon;
   let obs = opts.state ? env.reset({ state: opts.state }) : env.reset({ seed: opts.seed });
-  const history: Float64Array[] = Array.from({ length: To }, () => obs);
+  const see = opts.observe ?? ((o: Float64Array): Float64Array => o);
+  const history: Float64Array[] = Array.from({ length: To }, () => see(obs));
   const maxSteps = Math.min(opts.maxSteps ?? env.maxSteps, env.maxSteps);
   const latencies: number[] = [];
   const actions: Float64Array[] = [];
@@ -55,7 +58,7 @@ export function runEpisode(env: Env, policy: DiffusionPolicy, opts: RunOptions):
       actions.push(a);
       obs = r.observation;
       observations.push(obs);
-      history.push(obs);
+      history.push(see(obs));
       if (history.length > To) history.shift();
       total += r.reward;
       maxReward = Math.max(maxReward, r.reward);
