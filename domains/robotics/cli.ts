@@ -9,8 +9,7 @@ import { SAMPLER_NAMES } from '../../src/sample/registry.js';
 import { ArmReachEnv } from './env/armReach.js';
 import { collectDemos } from './expert/armReachExpert.js';
 import { readEpisodesMcap, writeEpisodesMcap, type EpisodeRecord } from './data/episodes.js';
-import { DEFAULT_PUSHT_ZARR } from './data/pushtDemos.js';
-import { readReplayBuffer } from './data/zarrReplay.js';
+import { DEFAULT_PUSHT_ZARR, loadPushtDemos } from './data/pushtDemos.js';
 import { ENV_NAMES, makeEnv } from './envs.js';
 import { evaluatePolicy, type Circle } from './evaluate.js';
 import { DEFAULT_POLICY, type DiffusionPolicyConfig } from './policy/config.js';
@@ -65,20 +64,11 @@ async function robotImport(argv: string[]): Promise<number> {
   const o = parse(argv, { zarr: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' } }, USAGE);
   const zarrPath = typeof o.zarr === 'string' ? o.zarr : DEFAULT_PUSHT_ZARR;
   const out = typeof o.out === 'string' ? o.out : 'runs/pusht_demos.mcap';
-  const rb = await readReplayBuffer(zarrPath, { keys: ['state', 'action'] });
-  const eps: EpisodeRecord[] = [];
-  for (let e = 0; e < rb.numEpisodes; e++) {
-    const { start, end } = rb.episode(e);
-    const observations: Float64Array[] = [];
-    const actions: Float64Array[] = [];
-    for (let i = start; i < end; i++) {
-      observations.push(Float64Array.from(rb.arrays.state.data.subarray(i * 5, i * 5 + 5)));
-      actions.push(Float64Array.from(rb.arrays.action.data.subarray(i * 2, i * 2 + 2)));
-    }
-    eps.push({ env: 'pusht', index: e, observations, actions, rewards: actions.map(() => 0), metadata: { source: zarrPath } });
-  }
+  const demos = await loadPushtDemos(zarrPath);
+  const eps: EpisodeRecord[] = demos.map((d, e) => ({ env: 'pusht', index: e, observations: [...d.observations] as Float64Array[], actions: [...d.actions] as Float64Array[], rewards: d.actions.map(() => 0), metadata: { source: zarrPath } }));
+  const steps = eps.reduce((n, e) => n + e.actions.length, 0);
   await writeEpisodesMcap(out, eps, { env: 'pusht', dt: 0.1, observationMessages: true });
-  emit(Boolean(o.json), { event: 'import', episodes: eps.length, steps: rb.numSteps, out }, `imported ${eps.length} episodes (${rb.numSteps} steps) from ${zarrPath} into ${out}`);
+  emit(Boolean(o.json), { event: 'import', episodes: eps.length, steps, out }, `imported ${eps.length} episodes (${steps} steps) from ${zarrPath} into ${out}`);
   return 0;
 }
 
@@ -114,19 +104,7 @@ async function loadDemos(env: string, data: string | undefined, zarr: string | u
     return eps.map((e) => ({ observations: e.observations.slice(0, e.actions.length), actions: e.actions }));
   }
   if (env !== 'pusht') throw new UsageError(`--data FILE.mcap is required for ${env} (create it with 'scoreflow robot collect')`);
-  const rb = await readReplayBuffer(zarr ?? DEFAULT_PUSHT_ZARR, { keys: ['state', 'action'] });
-  const demos: Demo[] = [];
-  for (let e = 0; e < rb.numEpisodes; e++) {
-    const { start, end } = rb.episode(e);
-    const observations: Float64Array[] = [];
-    const actions: Float64Array[] = [];
-    for (let i = start; i < end; i++) {
-      observations.push(Float64Array.from(rb.arrays.state.data.subarray(i * 5, i * 5 + 5)));
-      actions.push(Float64Array.from(rb.arrays.action.data.subarray(i * 2, i * 2 + 2)));
-    }
-    demos.push({ observations, actions });
-  }
-  return demos;
+  return loadPushtDemos(zarr ?? DEFAULT_PUSHT_ZARR);
 }
 
 async function robotTrain(argv: string[]): Promise<number> {
