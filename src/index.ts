@@ -14,6 +14,7 @@ export * from './train/checkpoint.js';
 export * from './train/optimizer.js';
 export * from './train/schedule.js';
 export * from './data/normalizer.js';
+export * from './data/mixed.js';
 export * from './rng/rng.js';
 export * from './metrics/slicedWasserstein.js';
 export * from './toy/mixture.js';
