@@ -9,6 +9,7 @@ export * from './guide/index.js';
 export * from './loss/index.js';
 export * from './nn/index.js';
 export * from './nn/registry.js';
+export * from './nn/fieldNet.js';
 export * from './train/trainer.js';
 export * from './train/checkpoint.js';
 export * from './train/optimizer.js';

@@ -4,6 +4,7 @@
  */
 import type { Network } from '../denoiser/denoiser.js';
 import { fail } from '../util/validate.js';
+import { fieldNetwork, type FieldNetConfig } from './fieldNet.js';
 import { mlpNetwork, type MlpConfig } from './mlp.js';
 import type { ParamStore } from './params.js';
 
@@ -33,3 +34,4 @@ export function buildNetwork(spec: ModelSpec, store: ParamStore): Network {
 }
 
 registerNetwork('mlp', (config, store) => mlpNetwork(config as unknown as MlpConfig, store));
+registerNetwork('field-conv', (config, store) => fieldNetwork(config as unknown as FieldNetConfig, store));
