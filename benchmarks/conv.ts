@@ -34,6 +34,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { setBackend } from '../src/backend/backend.js';
 import { conv1d, conv2d } from '../src/nn/blocks.js';
 import type { ParamStore } from '../src/nn/params.js';
+import { median, pseudoRandom } from './timing.js';
 
 type Conv = (x: tf.Tensor4D, w: tf.Tensor4D, b: tf.Tensor1D, stride: [number, number]) => tf.Tensor4D;
 
@@ -262,17 +263,7 @@ export interface ConvBenchResult {
   cases: { case: ConvCase; variants: Partial<Record<VariantName, VariantTiming>>; trainSpeedupVsIm2col: Partial<Record<VariantName, number>> }[];
 }
 
-function pseudoRandom(n: number, seed: number, scale: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = (s / 2 ** 32 - 0.5) * 2 * scale;
-  }
-  return out;
-}
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 export interface ConvBenchOptions {
   reps?: number;

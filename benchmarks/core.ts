@@ -18,6 +18,7 @@ import { rectifiedFlow } from '../src/path/flow.js';
 import { Rng } from '../src/rng/rng.js';
 import { sample } from '../src/sample/registry.js';
 import { Trainer } from '../src/train/trainer.js';
+import { timeCalls } from './timing.js';
 
 export interface CoreRow {
   readonly width: number;
@@ -29,21 +30,8 @@ export interface CoreRow {
   readonly sample50Ms: number;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
-function time(fn: () => void, reps: number): number {
-  fn();
-  const ts: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    fn();
-    ts.push(performance.now() - t0);
-  }
-  return median(ts);
-}
+/** Median wall time of `reps` calls after one warm-up. */
+const time = (fn: () => void, reps: number): number => timeCalls(fn, reps, 1).medianMs;
 
 export async function runCoreBench(opts: { threads: number; fix: boolean; widths?: number[]; batches?: number[] }): Promise<{ threads: number; fix: boolean; backend: string; rows: CoreRow[] }> {
   const choice = await setBackend('wasm', { threads: opts.threads });

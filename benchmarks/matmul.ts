@@ -17,6 +17,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { setBackend } from '../src/backend/backend.js';
+import { pseudoRandom, timeCalls } from './timing.js';
 import {
   installWasmMatMulFix,
   MIN_SPLIT_MACS,
@@ -89,32 +90,7 @@ export interface MatMulBenchResult {
   verdict: string;
 }
 
-function timeIt(fn: () => void, reps: number, warmup = 2): Timing {
-  for (let i = 0; i < warmup; i++) fn();
-  const times: number[] = [];
-  const cpu: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const c0 = process.cpuUsage();
-    const t0 = performance.now();
-    fn();
-    times.push(performance.now() - t0);
-    const c = process.cpuUsage(c0);
-    cpu.push((c.user + c.system) / 1000);
-  }
-  const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
-  return { medianMs: median(times), minMs: Math.min(...times), cpuMs: median(cpu), reps };
-}
 
-/** Deterministic pseudo-random values (LCG) so before/after see the same numbers. */
-function pseudoRandom(n: number, seed: number, scale: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = (s / 2 ** 32 - 0.5) * 2 * scale;
-  }
-  return out;
-}
 
 interface Mlp {
   weights: tf.Variable[];
@@ -155,20 +131,20 @@ function benchMlp(batch: number, width: number, layers: number, reps: number): M
   const vars = [...m.weights, ...m.biases];
   const loss = (): tf.Scalar => tf.losses.meanSquaredError(y, mlpForward(m, x)) as tf.Scalar;
 
-  const forward = timeIt(() => {
+  const forward = timeCalls(() => {
     // (A block, not an expression: tidy would walk a returned typed array element by element.)
     tf.tidy(() => {
       mlpForward(m, x).dataSync();
     });
   }, reps);
-  const gradients = timeIt(() => {
+  const gradients = timeCalls(() => {
     tf.tidy(() => {
       const { value } = tf.variableGrads(loss, vars);
       value.dataSync();
     });
   }, reps);
   let finalLoss = NaN;
-  const trainStep = timeIt(() => {
+  const trainStep = timeCalls(() => {
     tf.tidy(() => {
       // minimize = tf.variableGrads (forward + backward) + Adam's applyGradients.
       const value = opt.minimize(loss, true, vars);
@@ -209,7 +185,7 @@ function benchProducts(reps: number): Record<'NN' | 'TN' | 'NT' | 'TT', number> 
     ['TT', aT, bT, true, true],
   ];
   for (const [name, x, w, tA, tB] of combos) {
-    out[name] = timeIt(() => {
+    out[name] = timeCalls(() => {
       const r = tf.matMul(x, w, tA, tB);
       r.dataSync();
       r.dispose();
@@ -231,10 +207,10 @@ function benchBatched(reps: number): MatMulBenchResult['batched'] {
         r.dispose();
       };
       uninstallWasmMatMulFix();
-      const stockMs = timeIt(run, reps).medianMs;
+      const stockMs = timeCalls(run, reps).medianMs;
       installWasmMatMulFix();
       setWasmMatMulOptions({ minSplitMacs: 0 });
-      const splitMs = timeIt(run, reps).medianMs;
+      const splitMs = timeCalls(run, reps).medianMs;
       setWasmMatMulOptions({ minSplitMacs: MIN_SPLIT_MACS });
       rows.push({ B, s, macsPerEntry: s * s * s, stockMs, splitMs, speedup: stockMs / splitMs });
       tf.dispose([a, b]);

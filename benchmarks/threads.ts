@@ -19,6 +19,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { setBackend } from '../src/backend/backend.js';
 import { wasmThreadInfo, type WasmThreadInfo } from '../src/backend/threads.js';
+import { median, pseudoRandom, timeCalls, type CallTiming } from './timing.js';
 
 export interface ThreadsBenchOptions {
   /** Thread counts to compare (default [1, 2]). */
@@ -38,12 +39,7 @@ export interface ThreadsBenchOptions {
   out?: string | null;
 }
 
-export interface CallTiming {
-  medianMs: number;
-  minMs: number;
-  /** Median process CPU time per call (all threads), ms. */
-  cpuMs: number;
-}
+export type { CallTiming } from './timing.js';
 
 export interface ChildResult {
   threadsRequested: number;
@@ -79,34 +75,8 @@ export interface ThreadsBenchResult {
 
 const CHILD_FLAG = '--threads-bench-child';
 
-function median(xs: number[]): number {
-  return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-}
 
-function timeCalls(fn: () => void, reps: number, warmup = 3): CallTiming {
-  for (let i = 0; i < warmup; i++) fn();
-  const wall: number[] = [];
-  const cpu: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const c0 = process.cpuUsage();
-    const t0 = performance.now();
-    fn();
-    wall.push(performance.now() - t0);
-    const c = process.cpuUsage(c0);
-    cpu.push((c.user + c.system) / 1000);
-  }
-  return { medianMs: median(wall), minMs: Math.min(...wall), cpuMs: median(cpu) };
-}
 
-function pseudoRandom(n: number, seed: number, scale: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = (s / 2 ** 32 - 0.5) * 2 * scale;
-  }
-  return out;
-}
 
 interface ChildConfig {
   threads: number;
@@ -148,7 +118,7 @@ async function measureHere(cfg: ChildConfig): Promise<ChildResult> {
   const forward: ChildResult['forward'] = [];
   for (const batch of cfg.batches) {
     const x = tf.tensor2d(pseudoRandom(batch * width, 1, 1), [batch, width]);
-    const timing = timeCalls(() => tf.tidy(() => void forwardOf(x).dataSync()), cfg.reps);
+    const timing = timeCalls(() => tf.tidy(() => void forwardOf(x).dataSync()), cfg.reps, 3);
     const flops = 2 * layers * batch * width * width;
     forward.push({ batch, timing, samplesPerSec: (1000 * batch) / timing.medianMs, gflops: flops / (timing.medianMs * 1e6) });
     x.dispose();
@@ -168,6 +138,7 @@ async function measureHere(cfg: ChildConfig): Promise<ChildResult> {
           loss?.dataSync();
         }),
       Math.max(3, Math.ceil(cfg.reps / 2)),
+      3,
     );
     trainStep = { batch: b, timing, gflops: (3 * 2 * layers * b * width * width) / (timing.medianMs * 1e6) };
     opt.dispose();

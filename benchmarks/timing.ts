@@ -1,0 +1,40 @@
+/** Timing helpers shared by the benchmarks. */
+
+export function median(xs: readonly number[]): number {
+  return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+}
+
+export interface CallTiming {
+  readonly medianMs: number;
+  readonly minMs: number;
+  /** Median CPU time (user + system) per call: robust against other processes on the machine. */
+  readonly cpuMs: number;
+  readonly reps: number;
+}
+
+/** Run `fn` `warmup` times, then time `reps` calls (wall and CPU). */
+export function timeCalls(fn: () => void, reps: number, warmup = 2): CallTiming {
+  for (let i = 0; i < warmup; i++) fn();
+  const wall: number[] = [];
+  const cpu: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    fn();
+    wall.push(performance.now() - t0);
+    const c = process.cpuUsage(c0);
+    cpu.push((c.user + c.system) / 1000);
+  }
+  return { medianMs: median(wall), minMs: Math.min(...wall), cpuMs: median(cpu), reps };
+}
+
+/** Deterministic pseudo-random values in [-scale, scale) (LCG), so compared variants see the same numbers. */
+export function pseudoRandom(n: number, seed: number, scale: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = (s / 2 ** 32 - 0.5) * 2 * scale;
+  }
+  return out;
+}
