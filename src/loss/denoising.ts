@@ -10,7 +10,7 @@ import { coefsForBatch } from '../predict/coefs.js';
 import { convert, fromX0Eps, PREDICTIONS, type Prediction } from '../predict/convert.js';
 import type { Rng } from '../rng/rng.js';
 import { checkNumber, checkOneOf, fail } from '../util/validate.js';
-import { checkBatch, checkNetwork, checkOutputShape, checkRng, maskedMean, perSample, prepareMask } from './internal.js';
+import { beginLossCall, checkOutputShape, maskedMean, perSample } from './internal.js';
 import { checkTimeSampling, sampleTimes, type TimeSampling, type TimeSamplingOptions } from './timeSampling.js';
 import { LOSS_TARGETS, lossWeight, WEIGHTINGS, type LossTarget, type Weighting } from './weighting.js';
 
@@ -67,11 +67,7 @@ export function denoisingLoss(opts: DenoisingLossOptions): DiffusionLoss {
   const finite = opts.checkFinite ?? true;
 
   return (net, x0Batch, rng, cond, mask) => {
-    checkNetwork('net', net);
-    checkBatch(x0Batch, cond, finite);
-    checkRng(rng);
-    const m = mask ?? opts.mask;
-    const maskT = m !== undefined ? prepareMask(m, x0Batch) : undefined;
+    const maskT = beginLossCall(net, x0Batch, rng, cond, mask, opts.mask, finite);
     try {
       const n = x0Batch.shape[0];
       const rank = x0Batch.rank;

@@ -14,7 +14,7 @@ import { convert } from '../predict/convert.js';
 import { checkNumber, fail } from '../util/validate.js';
 import { independentCoupling, type Coupling } from './coupling.js';
 import { checkParam, outputSpace, type DiffusionLoss } from './denoising.js';
-import { checkBatch, checkNetwork, checkOutputShape, checkRng, maskedMean, prepareMask } from './internal.js';
+import { beginLossCall, checkOutputShape, maskedMean } from './internal.js';
 import { checkTimeSampling, sampleTimes, type TimeSampling, type TimeSamplingOptions } from './timeSampling.js';
 
 export interface FlowMatchingLossOptions extends TimeSamplingOptions {
@@ -44,11 +44,7 @@ export function flowMatchingLoss(opts: FlowMatchingLossOptions): DiffusionLoss {
   const finite = opts.checkFinite ?? true;
 
   return (net, x0Batch, rng, cond, mask) => {
-    checkNetwork('net', net);
-    checkBatch(x0Batch, cond, finite);
-    checkRng(rng);
-    const m = mask ?? opts.mask;
-    const maskT = m !== undefined ? prepareMask(m, x0Batch) : undefined;
+    const maskT = beginLossCall(net, x0Batch, rng, cond, mask, opts.mask, finite);
     try {
       const n = x0Batch.shape[0];
       const t = sampleTimes(sampleT, path, n, rng, opts);

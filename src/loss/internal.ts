@@ -102,3 +102,15 @@ export function checkOutputShape(name: string, out: unknown, x: tf.Tensor): void
     fail(`${name}: returned shape ${describeShape(shape)}, expected the batch's shape ${describeShape(x.shape)}`);
   }
 }
+
+/**
+ * The common prologue of every per-batch loss call: validate network, batch and Rng, and resolve
+ * the mask (the call's mask replaces the options' one). Returns the prepared mask, if any.
+ */
+export function beginLossCall(net: unknown, x0Batch: tf.Tensor, rng: unknown, cond: tf.Tensor | undefined, mask: tf.Tensor | undefined, defaultMask: tf.Tensor | undefined, finite: boolean): tf.Tensor | undefined {
+  checkNetwork('net', net);
+  checkBatch(x0Batch, cond, finite);
+  checkRng(rng);
+  const m = mask ?? defaultMask;
+  return m !== undefined ? prepareMask(m, x0Batch) : undefined;
+}
