@@ -65,6 +65,7 @@ export interface ObservationProtoInit {
   state?: NumberList;
   tensors?: Record<string, TensorProtoInit>;
   sessionId?: string;
+  historyOnly?: boolean;
 }
 export interface ObservationProto {
   timestampNs: bigint;
@@ -72,6 +73,7 @@ export interface ObservationProto {
   state: number[];
   tensors: Record<string, TensorProto>;
   sessionId: string;
+  historyOnly: boolean;
 }
 
 /** scoreflow.v1.ActionChunk */
@@ -126,6 +128,114 @@ export interface EpisodeProto {
   metadata: Record<string, string>;
 }
 
+/** scoreflow.v1.ControlLoopMetrics */
+export interface ControlLoopMetricsProtoInit {
+  timestampNs?: Int64Init;
+  windowS?: number;
+  targetRateHz?: number;
+  achievedRateHz?: number;
+  jitterP50Ms?: number;
+  jitterP99Ms?: number;
+  jitterMaxMs?: number;
+  deadlineMisses?: Int64Init;
+  safeStops?: Int64Init;
+  inferenceP50Ms?: number;
+  inferenceP99Ms?: number;
+  overlapErrorMax?: number;
+  chunksRequested?: Int64Init;
+  chunksReceived?: Int64Init;
+  observationsDropped?: Int64Init;
+}
+export interface ControlLoopMetricsProto {
+  timestampNs: bigint;
+  windowS: number;
+  targetRateHz: number;
+  achievedRateHz: number;
+  jitterP50Ms: number;
+  jitterP99Ms: number;
+  jitterMaxMs: number;
+  deadlineMisses: bigint;
+  safeStops: bigint;
+  inferenceP50Ms: number;
+  inferenceP99Ms: number;
+  overlapErrorMax: number;
+  chunksRequested: bigint;
+  chunksReceived: bigint;
+  observationsDropped: bigint;
+}
+
+/** scoreflow.v1.InfoRequest (no fields) */
+export type InfoRequestProtoInit = Record<string, never>;
+export type InfoRequestProto = Record<string, never>;
+
+/** scoreflow.v1.ArraySpec */
+export interface ArraySpecProtoInit {
+  name?: string;
+  shape?: NumberList;
+  dtype?: DTypeName | number;
+  low?: NumberList;
+  high?: NumberList;
+  elementNames?: readonly string[];
+}
+export interface ArraySpecProto {
+  name: string;
+  shape: number[];
+  dtype: DTypeName | number;
+  low: number[];
+  high: number[];
+  elementNames: string[];
+}
+
+/** scoreflow.v1.PolicyInfo */
+export interface PolicyInfoProtoInit {
+  policyId?: string;
+  modelVersion?: string;
+  env?: string;
+  observation?: ArraySpecProtoInit;
+  action?: ArraySpecProtoInit;
+  obsHorizon?: number;
+  predHorizon?: number;
+  actionHorizon?: number;
+  controlRateHz?: number;
+  currentRow?: number;
+  sampler?: string;
+  samplingSteps?: number;
+  maxMessageBytes?: number;
+  maxSessions?: number;
+}
+export interface PolicyInfoProto {
+  policyId: string;
+  modelVersion: string;
+  env: string;
+  observation: ArraySpecProto | null;
+  action: ArraySpecProto | null;
+  obsHorizon: number;
+  predHorizon: number;
+  actionHorizon: number;
+  controlRateHz: number;
+  currentRow: number;
+  sampler: string;
+  samplingSteps: number;
+  maxMessageBytes: number;
+  maxSessions: number;
+}
+
+/** scoreflow.v1.ResetRequest */
+export interface ResetRequestProtoInit {
+  sessionId?: string;
+}
+export interface ResetRequestProto {
+  sessionId: string;
+}
+
+/** scoreflow.v1.ResetResponse */
+export interface ResetResponseProtoInit {
+  clearedObservations?: number;
+}
+export interface ResetResponseProto {
+  clearedObservations: number;
+}
+
 /** Fully-qualified type name -> encode input and decode output shapes. */
 export interface ProtoMessages {
   'scoreflow.v1.Tensor': { init: TensorProtoInit; decoded: TensorProto };
@@ -133,6 +243,12 @@ export interface ProtoMessages {
   'scoreflow.v1.ActionChunk': { init: ActionChunkProtoInit; decoded: ActionChunkProto };
   'scoreflow.v1.Action': { init: ActionProtoInit; decoded: ActionProto };
   'scoreflow.v1.Episode': { init: EpisodeProtoInit; decoded: EpisodeProto };
+  'scoreflow.v1.ControlLoopMetrics': { init: ControlLoopMetricsProtoInit; decoded: ControlLoopMetricsProto };
+  'scoreflow.v1.InfoRequest': { init: InfoRequestProtoInit; decoded: InfoRequestProto };
+  'scoreflow.v1.ArraySpec': { init: ArraySpecProtoInit; decoded: ArraySpecProto };
+  'scoreflow.v1.PolicyInfo': { init: PolicyInfoProtoInit; decoded: PolicyInfoProto };
+  'scoreflow.v1.ResetRequest': { init: ResetRequestProtoInit; decoded: ResetRequestProto };
+  'scoreflow.v1.ResetResponse': { init: ResetResponseProtoInit; decoded: ResetResponseProto };
 }
 
 export type ProtoTypeName = keyof ProtoMessages;

@@ -7,8 +7,10 @@ import { describe, expect, it } from 'vitest';
 import type {
   ActionChunkProtoInit,
   ActionProtoInit,
+  ArraySpecProtoInit,
   EpisodeProtoInit,
   ObservationProtoInit,
+  PolicyInfoProtoInit,
   ProtoTypeName,
   TensorProtoInit,
 } from '../../src/proto/messages.js';
@@ -21,6 +23,7 @@ const observation: Required<ObservationProtoInit> = {
   state: new Float64Array([0.5, -1]),
   tensors: { image: { dtype: 'DTYPE_UINT8', shape: [1, 2, 3], data: new Uint8Array([1, 2, 3, 4, 5, 6]) } },
   sessionId: 'robot-1',
+  historyOnly: true,
 };
 const chunk: Required<ActionChunkProtoInit> = {
   startTimestampNs: 1_000_000_123n,
@@ -41,7 +44,53 @@ const episode: Required<EpisodeProtoInit> = {
   success: false,
   metadata: { seed: '7' },
 };
+const arraySpec: Required<ArraySpecProtoInit> = {
+  name: 'state',
+  shape: [5],
+  dtype: 'DTYPE_FLOAT64',
+  low: [0, 0, 0, 0, 0],
+  high: [512, 512, 512, 512, 6.3],
+  elementNames: ['agent_x', 'agent_y', 'block_x', 'block_y', 'block_angle'],
+};
+const policyInfo: Required<PolicyInfoProtoInit> = {
+  policyId: 'pusht',
+  modelVersion: 'abc123',
+  env: 'pusht',
+  observation: arraySpec,
+  action: { ...arraySpec, name: 'actions', shape: [16, 2] },
+  obsHorizon: 2,
+  predHorizon: 16,
+  actionHorizon: 8,
+  controlRateHz: 10,
+  currentRow: 1,
+  sampler: 'ddim',
+  samplingSteps: 10,
+  maxMessageBytes: 1 << 20,
+  maxSessions: 64,
+};
 const FULL: Record<ProtoTypeName, object> = {
+  'scoreflow.v1.ControlLoopMetrics': {
+    timestampNs: 123n,
+    windowS: 1,
+    targetRateHz: 50,
+    achievedRateHz: 49.9,
+    jitterP50Ms: 0.4,
+    jitterP99Ms: 2.5,
+    jitterMaxMs: 3,
+    deadlineMisses: 1,
+    safeStops: 0,
+    inferenceP50Ms: 40,
+    inferenceP99Ms: 60,
+    overlapErrorMax: 0.5,
+    chunksRequested: 10,
+    chunksReceived: 9,
+    observationsDropped: 2,
+  },
+  'scoreflow.v1.InfoRequest': {},
+  'scoreflow.v1.ArraySpec': arraySpec,
+  'scoreflow.v1.PolicyInfo': policyInfo,
+  'scoreflow.v1.ResetRequest': { sessionId: 'robot-1' },
+  'scoreflow.v1.ResetResponse': { clearedObservations: 2 },
   'scoreflow.v1.Tensor': tensor,
   'scoreflow.v1.Observation': observation,
   'scoreflow.v1.ActionChunk': chunk,
@@ -52,7 +101,7 @@ const FULL: Record<ProtoTypeName, object> = {
 describe('proto registry', () => {
   it('loads every message type from the repository proto/ directory', () => {
     expect(defaultProtoDir()).toBe(nodePath.resolve(import.meta.dirname, '../../proto'));
-    expect(protoRegistry().files).toEqual(['robot.proto', 'tensor.proto']);
+    expect(protoRegistry().files).toEqual(['robot.proto', 'service.proto', 'tensor.proto']);
     expect(protoRegistry().messageTypeNames()).toEqual(Object.keys(FULL).sort());
     expect(messageType('.scoreflow.v1.Episode')).toBe(messageType('scoreflow.v1.Episode'));
   });
@@ -158,7 +207,7 @@ describe('proto registry', () => {
     expect((obj['observations'] as { timestampNs: string }[])[0]!.timestampNs).toBe('18446744073709551615');
     // And the full set covers every file.
     const all = descriptorExt.FileDescriptorSet.decode(fileDescriptorSet()) as unknown as { file: { name: string }[] };
-    expect(all.file.map((f) => f.name)).toEqual(['tensor.proto', 'robot.proto']);
+    expect(all.file.map((f) => f.name)).toEqual(['tensor.proto', 'robot.proto', 'service.proto']);
   });
 
   it('loads other proto directories: subdirectories, well-known imports, 64-bit and map keys, services', () => {
