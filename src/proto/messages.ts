@@ -236,6 +236,44 @@ export interface ResetResponseProto {
   clearedObservations: number;
 }
 
+/** scoreflow.v1.StreamError */
+export interface StreamErrorProtoInit {
+  code?: string;
+  message?: string;
+}
+export interface StreamErrorProto {
+  code: string;
+  message: string;
+}
+
+/** scoreflow.v1.BridgeRequest (exactly one field set) */
+export interface BridgeRequestProtoInit {
+  observation?: ObservationProtoInit;
+  info?: InfoRequestProtoInit;
+  reset?: ResetRequestProtoInit;
+}
+export interface BridgeRequestProto {
+  /** oneof request: exactly the member that was sent is present. */
+  observation?: ObservationProto;
+  info?: InfoRequestProto;
+  reset?: ResetRequestProto;
+}
+
+/** scoreflow.v1.BridgeReply (exactly one field set) */
+export interface BridgeReplyProtoInit {
+  chunk?: ActionChunkProtoInit;
+  info?: PolicyInfoProtoInit;
+  reset?: ResetResponseProtoInit;
+  error?: StreamErrorProtoInit;
+}
+export interface BridgeReplyProto {
+  /** oneof reply: exactly the member that was sent is present. */
+  chunk?: ActionChunkProto;
+  info?: PolicyInfoProto;
+  reset?: ResetResponseProto;
+  error?: StreamErrorProto;
+}
+
 /** Fully-qualified type name -> encode input and decode output shapes. */
 export interface ProtoMessages {
   'scoreflow.v1.Tensor': { init: TensorProtoInit; decoded: TensorProto };
@@ -249,6 +287,9 @@ export interface ProtoMessages {
   'scoreflow.v1.PolicyInfo': { init: PolicyInfoProtoInit; decoded: PolicyInfoProto };
   'scoreflow.v1.ResetRequest': { init: ResetRequestProtoInit; decoded: ResetRequestProto };
   'scoreflow.v1.ResetResponse': { init: ResetResponseProtoInit; decoded: ResetResponseProto };
+  'scoreflow.v1.StreamError': { init: StreamErrorProtoInit; decoded: StreamErrorProto };
+  'scoreflow.v1.BridgeRequest': { init: BridgeRequestProtoInit; decoded: BridgeRequestProto };
+  'scoreflow.v1.BridgeReply': { init: BridgeReplyProtoInit; decoded: BridgeReplyProto };
 }
 
 export type ProtoTypeName = keyof ProtoMessages;

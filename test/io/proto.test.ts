@@ -69,6 +69,10 @@ const policyInfo: Required<PolicyInfoProtoInit> = {
   maxSessions: 64,
 };
 const FULL: Record<ProtoTypeName, object> = {
+  'scoreflow.v1.StreamError': { code: 'INVALID_ARGUMENT', message: 'state has 3 values, expected 5' },
+  // oneof envelopes: every member listed here for the coverage check (a message carries one).
+  'scoreflow.v1.BridgeRequest': { observation, info: {}, reset: { sessionId: 'robot-1' } },
+  'scoreflow.v1.BridgeReply': { chunk, info: policyInfo, reset: { clearedObservations: 1 }, error: { code: 'INTERNAL', message: 'x' } },
   'scoreflow.v1.ControlLoopMetrics': {
     timestampNs: 123n,
     windowS: 1,

@@ -1,0 +1,39 @@
+/**
+ * Worker-thread entry of WorkerEngine: loads a policy checkpoint on its own tfjs backend and
+ * answers predict requests one batch at a time.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { setBackend, type BackendName } from '../../../src/backend/backend.js';
+import { makeEnv } from '../envs.js';
+import { DiffusionPolicy } from '../policy/policy.js';
+import { engineInfo, trimChunk, type WorkerEngineOptions, type WorkerReply, type WorkerRequest } from './engine.js';
+
+const port = parentPort;
+if (!port) throw new Error('inferenceWorker.ts must run in a worker thread');
+const opts = workerData as WorkerEngineOptions & { modelVersion: string };
+
+function post(m: WorkerReply, transfer: ArrayBuffer[] = []): void {
+  port!.postMessage(m, transfer);
+}
+
+try {
+  await setBackend((opts.backend ?? 'wasm') as BackendName);
+  const policy = DiffusionPolicy.load(opts.checkpoint, { env: opts.env });
+  const env = await makeEnv(policy.config.env);
+  const info = engineInfo(policy, env.observationSpec, env.dt, { policyId: opts.policyId ?? policy.config.env, modelVersion: opts.modelVersion }, opts);
+  env.close();
+  port.on('message', (m: WorkerRequest) => {
+    if (m.type !== 'predict') return;
+    try {
+      const r = policy.predictChunks(m.windows, { seed: m.seed, sampler: opts.sampler, steps: opts.steps });
+      const chunks = r.chunks.map((c) => trimChunk(c, info.obsHorizon, info.actionDim));
+      post({ type: 'result', id: m.id, chunks, latencyMs: r.latencyMs }, chunks.map((c) => c.buffer as ArrayBuffer));
+    } catch (err) {
+      post({ type: 'error', id: m.id, message: (err as Error).message });
+    }
+  });
+  post({ type: 'ready', info });
+} catch (err) {
+  post({ type: 'fatal', message: (err as Error).message });
+  process.exit(1);
+}
