@@ -19,6 +19,7 @@ import { policyDistiller } from './policy/distill.js';
 import type { Demo } from './policy/windows.js';
 // eslint-disable-next-line
 import { parseGuideSpec } from './guidance/index.js';
+import { robotBridge, robotServe } from './serve/cli.js';
 
 const USAGE = `usage: scoreflow robot <subcommand> [options]
   import  --zarr PATH [--out FILE.mcap]            Diffusion Policy replay buffer -> episode MCAP
@@ -29,7 +30,10 @@ const USAGE = `usage: scoreflow robot <subcommand> [options]
           consistency-distil a trained policy into a one-step policy
   export  --env E --checkpoint DIR --out DIR      inference-only copy (EMA weights, no optimiser state)
   eval    --env E --checkpoint DIR [--episodes N] [--seed S] [--guide obstacle:2,smooth:0.1]
-          [--novel-obstacles K] [--sampler S] [--steps N] [--candidates N] [--json]`;
+          [--novel-obstacles K] [--sampler S] [--steps N] [--candidates N] [--json]
+  serve   [--checkpoint DIR | --env E] [--port P] [--tcp-port P] [--live-view-port P] [--json]
+          PolicyService over gRPC (see 'robot serve --help')
+  bridge  --stdio [--checkpoint DIR | --env E]    one policy session over stdin/stdout frames`;
 
 export async function runRobot(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
@@ -46,6 +50,10 @@ export async function runRobot(argv: string[]): Promise<number> {
       return robotDistill(rest);
     case 'export':
       return robotExport(rest);
+    case 'serve':
+      return robotServe(rest);
+    case 'bridge':
+      return robotBridge(rest);
     case undefined:
     case '--help':
     case 'help':

@@ -1,0 +1,122 @@
+/** `scoreflow robot serve` and `scoreflow robot bridge --stdio`. */
+import { existsSync } from 'node:fs';
+import * as nodePath from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { choiceOpt, intOpt, parse, type OptionSpec } from '../../../src/cli/args.js';
+import { UsageError } from '../../../src/cli/errors.js';
+import { SAMPLER_NAMES, type SamplerName } from '../../../src/sample/registry.js';
+import { LiveView } from '../../../src/stream/liveView.js';
+import { ENV_NAMES } from '../envs.js';
+import { BridgeServer, serveBridgeStream } from './bridge.js';
+import { WorkerEngine } from './engine.js';
+import { PolicyServer } from './grpcServer.js';
+import { PolicyHost } from './host.js';
+
+export const SERVE_USAGE = `usage: scoreflow robot serve [--checkpoint DIR | --env E] [--port P] [--host H] [--tcp-port P]
+          [--live-view-port P] [--max-sessions N] [--max-batch N] [--max-message-bytes N]
+          [--sampler S] [--steps N] [--json]
+       serve PolicyService over gRPC (and optionally the TCP bridge and a Foxglove live view)
+       scoreflow robot bridge --stdio [--checkpoint DIR | --env E] [...]
+       one policy session over stdin/stdout with length-delimited frames`;
+
+/** The committed model for an environment: models/<env>-policy at the package root. */
+export function shippedPolicyDir(env: string): string {
+  let dir = nodePath.dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    const candidate = nodePath.join(dir, 'models', `${env}-policy`);
+    if (existsSync(nodePath.join(candidate, 'model.json'))) return candidate;
+    dir = nodePath.dirname(dir);
+  }
+  throw new UsageError(`no shipped policy for '${env}' (models/${env}-policy); pass --checkpoint DIR`);
+}
+
+const OPTIONS: OptionSpec = {
+  checkpoint: { type: 'string' },
+  env: { type: 'string' },
+  port: { type: 'string' },
+  host: { type: 'string' },
+  'tcp-port': { type: 'string' },
+  'live-view-port': { type: 'string' },
+  'max-sessions': { type: 'string' },
+  'max-batch': { type: 'string' },
+  'max-message-bytes': { type: 'string' },
+  sampler: { type: 'string' },
+  steps: { type: 'string' },
+  stdio: { type: 'boolean' },
+  json: { type: 'boolean' },
+};
+
+async function startHost(o: Record<string, string | boolean | undefined>): Promise<PolicyHost> {
+  const env = o.env === undefined ? undefined : choiceOpt(o.env, 'env', ENV_NAMES, 'pusht');
+  const checkpoint = typeof o.checkpoint === 'string' ? o.checkpoint : shippedPolicyDir(env ?? 'pusht');
+  const sampler = o.sampler === undefined ? undefined : (choiceOpt(o.sampler, 'sampler', SAMPLER_NAMES, 'ddim') as SamplerName);
+  const steps = o.steps === undefined ? undefined : intOpt(o.steps, 'steps', 10, 1);
+  const engine = await WorkerEngine.start({ checkpoint, env, sampler, steps });
+  return new PolicyHost(engine, {
+    maxSessions: intOpt(o['max-sessions'], 'max-sessions', 64, 1),
+    maxBatch: intOpt(o['max-batch'], 'max-batch', 16, 1),
+    maxMessageBytes: intOpt(o['max-message-bytes'], 'max-message-bytes', 1 << 20, 64),
+  });
+}
+
+function waitForSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    const on = (sig: string): void => resolve(sig);
+    process.once('SIGINT', on);
+    process.once('SIGTERM', on);
+  });
+}
+
+export async function robotServe(argv: string[]): Promise<number> {
+  const o = parse(argv, OPTIONS, SERVE_USAGE);
+  const json = Boolean(o.json);
+  const host = await startHost(o);
+  const bindHost = typeof o.host === 'string' ? o.host : '127.0.0.1';
+  let live: LiveView | undefined;
+  if (o['live-view-port'] !== undefined) {
+    live = await LiveView.start({ port: intOpt(o['live-view-port'], 'live-view-port', 8765, 0), host: bindHost, name: `scoreflow ${host.info.policyId}` });
+    live.advertise('/policy/observation', 'scoreflow.v1.Observation');
+    live.advertise('/policy/action_chunk', 'scoreflow.v1.ActionChunk');
+  }
+  const server = await PolicyServer.start(host, {
+    port: intOpt(o.port, 'port', 50051, 0),
+    host: bindHost,
+    onTraffic: live ? (e) => live!.publish(e.kind === 'chunk' ? '/policy/action_chunk' : '/policy/observation', e.bytes) : undefined,
+  });
+  const bridge = o['tcp-port'] !== undefined ? await BridgeServer.start(host, { port: intOpt(o['tcp-port'], 'tcp-port', 50052, 0), host: bindHost }) : undefined;
+  const ready = {
+    event: 'serving',
+    grpc: server.address,
+    tcp: bridge ? `${bindHost}:${bridge.port}` : null,
+    liveView: live?.url ?? null,
+    policyId: host.info.policyId,
+    modelVersion: host.info.modelVersion,
+    env: host.info.env,
+  };
+  process.stdout.write(
+    json
+      ? JSON.stringify(ready) + '\n'
+      : `serving ${host.info.env} policy ${host.info.modelVersion} on grpc ${server.address}` +
+          (bridge ? `, tcp ${bindHost}:${bridge.port}` : '') +
+          (live ? `, live view ${live.url}` : '') +
+          ' (Ctrl-C to stop)\n',
+  );
+  const sig = await waitForSignal();
+  await bridge?.close();
+  await server.close();
+  await live?.close();
+  await host.engine.close();
+  const stats = host.stats();
+  process.stdout.write(json ? JSON.stringify({ event: 'stopped', signal: sig, ...stats }) + '\n' : `stopped (${sig}): ${stats.chunks} chunks to ${stats.sessionsOpened} sessions\n`);
+  return 0;
+}
+
+export async function robotBridge(argv: string[]): Promise<number> {
+  const o = parse(argv, OPTIONS, SERVE_USAGE);
+  if (!o.stdio) throw new UsageError(`bridge needs --stdio (for TCP use 'robot serve --tcp-port P')\n${SERVE_USAGE}`);
+  const host = await startHost(o);
+  await serveBridgeStream(host, process.stdin, process.stdout);
+  host.close();
+  await host.engine.close();
+  return 0;
+}
