@@ -6,7 +6,7 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     pool: 'forks',
-    poolOptions: { forks: { maxForks: 2, minForks: 1 } },
+    poolOptions: { forks: { maxForks: 2, minForks: 1, execArgv: ['--expose-gc'] } },
     setupFiles: ['test/setup.ts'],
     // The JSON report is what .ci/run reads to print its 'N passed, N failed' line.
     reporters: ['default', 'json'],

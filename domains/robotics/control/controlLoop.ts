@@ -19,7 +19,8 @@
  *   Subjects: nothing is replayed to late subscribers and subscribing has no side effect.
  *   `stop()` cancels the timer, unsubscribes from the observations, completes `actions$`, emits
  *   a final (partial-window) metrics report, waits for the request in flight to settle (its
- *   chunk is ignored), then completes `metrics$` and `events$`. It never resets or closes the
+ *   chunk is ignored) for at most `stopTimeoutMs` on the loop clock (a dead policy server must
+ *   not hang shutdown), then completes `metrics$` and `events$`. It never resets or closes the
  *   policy: the caller owns it.
  *
  * - **Ticks.** Tick k is scheduled at the absolute time `startMs + k * 1000 / rateHz` (never
@@ -158,6 +159,8 @@ export interface ControlLoopOptions {
   readonly errorBackoffMs?: number;
   /** Metrics window, ms. Default 1000. */
   readonly metricsIntervalMs?: number;
+  /** How long `stop()` waits for the request in flight, ms (loop clock). Default 2000. */
+  readonly stopTimeoutMs?: number;
   /** Default `systemClock()`. */
   readonly clock?: LoopClock;
 }
@@ -225,7 +228,10 @@ export interface ControlLoop {
   /** Loop-clock time of tick 0, ms. */
   readonly startMs: number;
   snapshot(): ControlLoopSnapshot;
-  /** Stop ticking, wait for the request in flight, complete the streams. Idempotent. Does not close the policy. */
+  /**
+   * Stop ticking, wait for the request in flight (at most `stopTimeoutMs`), complete the streams.
+   * Idempotent. Does not close the policy.
+   */
   stop(): Promise<void>;
 }
 
@@ -257,6 +263,7 @@ interface ResolvedOptions {
   readonly observeIntervalMs: number;
   readonly errorBackoffMs: number;
   readonly metricsIntervalMs: number;
+  readonly stopTimeoutMs: number;
   readonly clock: LoopClock;
 }
 
@@ -316,6 +323,7 @@ function resolveOptions(opts: ControlLoopOptions): ResolvedOptions {
   const observeIntervalMs = nonNeg('observeIntervalMs', opts.observeIntervalMs, info.dtMs);
   const errorBackoffMs = nonNeg('errorBackoffMs', opts.errorBackoffMs, info.dtMs);
   const metricsIntervalMs = opts.metricsIntervalMs === undefined ? 1000 : checkNumber('metricsIntervalMs', opts.metricsIntervalMs, { min: 1 });
+  const stopTimeoutMs = nonNeg('stopTimeoutMs', opts.stopTimeoutMs, 2000);
   let safeAction: ResolvedOptions['safeAction'];
   if (typeof opts.safeAction === 'function') safeAction = opts.safeAction;
   else if (opts.safeAction !== undefined) safeAction = checkVector('safeAction', opts.safeAction, info.actionDim).slice();
@@ -344,6 +352,7 @@ function resolveOptions(opts: ControlLoopOptions): ResolvedOptions {
     observeIntervalMs,
     errorBackoffMs,
     metricsIntervalMs,
+    stopTimeoutMs,
     clock,
   };
 }
@@ -806,11 +815,23 @@ class Loop {
     this.obsSub = null;
     this.actions$.complete();
     if (this.winTicks > 0) this.emitMetrics(this.clock.now());
-    const inFlight = this.inFlight ?? Promise.resolve();
-    this.stopPromise = inFlight.then(() => {
+    const inFlight = this.inFlight;
+    const finish = (): void => {
       this.metrics$.complete();
       this.events$.complete();
-    });
+    };
+    if (inFlight === null) {
+      finish();
+      this.stopPromise = Promise.resolve();
+    } else {
+      this.stopPromise = new Promise<void>((resolve) => {
+        const cancel = this.clock.setTimer(resolve, this.o.stopTimeoutMs);
+        void inFlight.then(() => {
+          cancel();
+          resolve();
+        });
+      }).then(finish);
+    }
     return this.stopPromise;
   }
 }

@@ -35,6 +35,7 @@ export class PolicyClient {
       // Reconnect quickly after a server restart (the default backoff starts at 1 s).
       'grpc.initial_reconnect_backoff_ms': 100,
       'grpc.max_reconnect_backoff_ms': 1000,
+      'grpc.enable_channelz': 0,
     });
   }
 

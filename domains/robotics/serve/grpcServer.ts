@@ -90,6 +90,9 @@ export class PolicyServer {
     const server = new grpc.Server({
       'grpc.max_receive_message_length': host.maxMessageBytes,
       'grpc.max_send_message_length': 64 * 1024 * 1024,
+      // channelz keeps per-connection records for debugging tools; a long-running server that
+      // sees many short sessions should not accumulate them.
+      'grpc.enable_channelz': 0,
     });
     let self: PolicyServer | undefined;
     const traffic = opts.onTraffic;
@@ -165,10 +168,8 @@ export class PolicyServer {
       }
       if (!s.push(obs)) emit({ kind: 'observation', sessionId: s.id, bytes: buf });
     });
-    call.on('end', () => {
-      s.close();
-      finish();
-    });
+    // Half-close: the client sends no more observations but still gets the chunk it asked for.
+    call.on('end', () => s.drain(() => finish()));
     const drop = (): void => {
       s.close();
       ended = true;

@@ -18,7 +18,7 @@ import { checkNumber, fail } from '../../../src/util/validate.js';
 import type { EngineInfo, InferenceEngine } from './engine.js';
 
 /** Why a session was ended; names are gRPC status code names. */
-export type SessionErrorCode = 'INVALID_ARGUMENT' | 'RESOURCE_EXHAUSTED' | 'NOT_FOUND' | 'INTERNAL' | 'UNAVAILABLE' | 'ALREADY_EXISTS';
+export type SessionErrorCode = 'INVALID_ARGUMENT' | 'RESOURCE_EXHAUSTED' | 'NOT_FOUND' | 'INTERNAL' | 'UNAVAILABLE' | 'ALREADY_EXISTS' | 'DEADLINE_EXCEEDED';
 
 export class SessionError extends Error {
   constructor(
@@ -44,6 +44,11 @@ export interface PolicyHostOptions {
   readonly maxBatch?: number;
   /** Largest accepted request message, bytes (reported by info; transports enforce it). Default 1 MiB. */
   readonly maxMessageBytes?: number;
+  /**
+   * Close a session that has sent nothing for this long (default 60 s), with DEADLINE_EXCEEDED:
+   * a client that vanished without closing its stream must not hold a session slot forever.
+   */
+  readonly sessionIdleTimeoutMs?: number;
 }
 
 export interface HostStats {
@@ -56,6 +61,7 @@ export interface HostStats {
   readonly batches: number;
   readonly batchedRequests: number;
   readonly engineErrors: number;
+  readonly idleClosed: number;
 }
 
 interface Waiting {
@@ -74,7 +80,9 @@ export class PolicyHost {
   private busy = false;
   private closed = false;
   private seedCounter = 0;
-  private counters = { sessionsOpened: 0, observations: 0, chunks: 0, superseded: 0, rejected: 0, batches: 0, batchedRequests: 0, engineErrors: 0 };
+  private counters = { sessionsOpened: 0, observations: 0, chunks: 0, superseded: 0, rejected: 0, batches: 0, batchedRequests: 0, engineErrors: 0, idleClosed: 0 };
+  readonly sessionIdleTimeoutMs: number;
+  private sweepTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly engine: InferenceEngine,
@@ -84,6 +92,27 @@ export class PolicyHost {
     this.maxSessions = checkNumber('maxSessions', opts.maxSessions ?? 64, { integer: true, min: 1, max: 100000 });
     this.maxBatch = checkNumber('maxBatch', opts.maxBatch ?? 16, { integer: true, min: 1, max: 1024 });
     this.maxMessageBytes = checkNumber('maxMessageBytes', opts.maxMessageBytes ?? 1 << 20, { integer: true, min: 64, max: 2 ** 31 - 1 });
+    this.sessionIdleTimeoutMs = checkNumber('sessionIdleTimeoutMs', opts.sessionIdleTimeoutMs ?? 60_000, { min: 1 });
+  }
+
+  /** Sweep idle sessions while any are open (the timer never keeps the process alive). */
+  private armSweep(): void {
+    if (this.sweepTimer || this.sessions.size === 0) return;
+    const every = Math.max(5, Math.min(5000, this.sessionIdleTimeoutMs / 4));
+    this.sweepTimer = setInterval(() => {
+      const now = performance.now();
+      for (const s of [...this.sessions.values()]) {
+        if (!s.busy && now - s.lastActivityMs > this.sessionIdleTimeoutMs) {
+          this.counters.idleClosed++;
+          s.fail(new SessionError('DEADLINE_EXCEEDED', `session idle for more than ${this.sessionIdleTimeoutMs} ms; closed`));
+        }
+      }
+      if (this.sessions.size === 0) {
+        clearInterval(this.sweepTimer);
+        this.sweepTimer = undefined;
+      }
+    }, every);
+    this.sweepTimer.unref();
   }
 
   get info(): EngineInfo {
@@ -126,6 +155,7 @@ export class PolicyHost {
     const s = new HostSession(this, sink, randomUUID());
     this.sessions.set(s.id, s);
     this.counters.sessionsOpened++;
+    this.armSweep();
     return s;
   }
 
@@ -155,6 +185,7 @@ export class PolicyHost {
 
   enqueue(w: Waiting): void {
     if (this.waiting.has(w.session)) this.counters.superseded++;
+    w.session.busy = true;
     this.waiting.set(w.session, w);
     this.pump();
   }
@@ -180,6 +211,7 @@ export class PolicyHost {
         (r) => {
           const { rows, actionDim, controlRateHz, policyId } = this.engine.info;
           batch.forEach((w, b) => {
+            if (!this.waiting.has(w.session)) w.session.busy = false;
             if (!w.session.open) return;
             const chunk = r.chunks[b]!;
             let finite = chunk.length === rows * actionDim;
@@ -202,6 +234,7 @@ export class PolicyHost {
         },
         (err: Error) => {
           this.counters.engineErrors++;
+          for (const w of batch) w.session.busy = this.waiting.has(w.session);
           for (const w of batch) if (w.session.open) w.session.fail(new SessionError('INTERNAL', `inference failed: ${err.message}`));
         },
       )
@@ -216,6 +249,8 @@ export class PolicyHost {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
     for (const s of [...this.sessions.values()]) s.fail(new SessionError('UNAVAILABLE', 'the policy server is shutting down'));
     this.waiting.clear();
   }
@@ -230,6 +265,10 @@ export class HostSession {
   open = true;
   observations = 0;
   chunks = 0;
+  /** A request of this session is waiting or being computed. */
+  busy = false;
+  lastActivityMs = performance.now();
+  private onDrained: (() => void) | undefined;
 
   constructor(
     private readonly host: PolicyHost,
@@ -243,6 +282,8 @@ export class HostSession {
    */
   push(obs: ObservationProto): SessionError | undefined {
     if (!this.open) return new SessionError('UNAVAILABLE', 'session is closed');
+    if (this.onDrained) return new SessionError('INVALID_ARGUMENT', 'observation after the client finished its stream');
+    this.lastActivityMs = performance.now();
     let state: Float64Array;
     try {
       state = this.validate(obs);
@@ -326,7 +367,29 @@ export class HostSession {
       this.sink.chunk(msg);
     } catch (err) {
       this.fail(new SessionError('INTERNAL', `sending a chunk failed: ${(err as Error).message}`));
+      return;
     }
+    if (this.onDrained && !this.busy) this.finishDrain();
+  }
+
+  /**
+   * The client finished sending (gRPC half-close): answer the request still waiting or being
+   * computed, then close and call `done`. Immediately when nothing is pending.
+   */
+  drain(done: () => void): void {
+    if (!this.open) {
+      done();
+      return;
+    }
+    this.onDrained = done;
+    if (!this.busy) this.finishDrain();
+  }
+
+  private finishDrain(): void {
+    const done = this.onDrained;
+    this.onDrained = undefined;
+    this.close();
+    done?.();
   }
 
   clearHistory(): number {
@@ -352,5 +415,6 @@ export class HostSession {
     this.open = false;
     this.history = [];
     this.host.detach(this);
+    this.onDrained = undefined;
   }
 }
