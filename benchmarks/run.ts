@@ -2,7 +2,7 @@
  * `npm run bench`: runs every benchmark in its own process (WASM threads are fixed per process),
  * writes benchmarks/results/*.json and prints one summary table.
  *   npm run bench            # everything (~10-15 min on 2 cores)
- *   npm run bench -- --quick # core + policy only
+ *   npm run bench -- --quick # core + policy + serving (with a 20 s control loop)
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -35,6 +35,7 @@ if (!quick) {
 for (const [env, ck] of [['pusht', 'models/pusht-policy'], ['arm-reach', 'models/arm-reach-policy']]) {
   if (existsSync(ck)) run('policy.ts', ['--env', env, '--checkpoint', ck]);
 }
+run('serve.ts', quick ? ['--loop-seconds', '20', '--throughput-seconds', '5'] : []);
 
 const lines: string[] = [];
 lines.push('MLP denoiser (depth 3), flow-euler sampling, median ms');
@@ -54,5 +55,18 @@ for (const env of ['pusht', 'arm-reach']) {
   lines.push('');
   lines.push(`${env} policy chunk latency (one window)`);
   for (const r of p.rows) lines.push(`  ${r.sampler}@${r.steps}: p50 ${r.p50Ms.toFixed(2)} ms, p99 ${r.p99Ms.toFixed(2)} ms`);
+}
+const sv = read('serve.json');
+if (sv) {
+  const rt = sv.roundTrip;
+  const cl = sv.controlLoop;
+  lines.push('');
+  lines.push(`pusht policy served over gRPC (${sv.sampler}, ${sv.backend})`);
+  lines.push(`  loopback round trip: p50 ${rt.roundTripP50Ms} ms, p99 ${rt.roundTripP99Ms} ms (inference p50 ${rt.inferenceP50Ms} ms)`);
+  lines.push(
+    `  control loop 50 Hz for ${cl.seconds} s: ${cl.achievedRateHz} Hz, jitter p99 ${cl.jitterP99MsMedianWindow} ms (worst 1-s window ${cl.jitterP99MsWorstWindow} ms), ` +
+      `deadline misses ${cl.deadlineMisses}, safe stops ${cl.safeStops}`,
+  );
+  for (const t of sv.throughput) lines.push(`  ${String(t.clients).padStart(2)} clients, max batch ${String(t.maxBatch).padStart(2)}: ${t.chunksPerS} chunks/s (mean batch ${t.meanBatch}, latency p50 ${t.latencyP50Ms} ms)`);
 }
 process.stdout.write('\n' + lines.join('\n') + '\n');
