@@ -21,3 +21,6 @@ export * from './metrics/slicedWasserstein.js';
 export * from './toy/mixture.js';
 export * from './toy/toyModel.js';
 export { ValidationError } from './util/validate.js';
+export * from './proto/index.js';
+export * from './io/mcap.js';
+export * from './stream/liveView.js';

@@ -1,0 +1,22 @@
+/** scoreflow/robotics: environments, Diffusion Policy, serving and the real-time control loop. */
+export type { Env, BoxSpec, StepResult, Scene, SceneShape } from './env/types.js';
+export { PushTEnv } from './env/pusht.js';
+export { ArmReachEnv, type ArmReachOptions } from './env/armReach.js';
+export { ENV_NAMES, makeEnv, type EnvName } from './envs.js';
+export { DEFAULT_POLICY, validatePolicyConfig, type DiffusionPolicyConfig } from './policy/config.js';
+export { DiffusionPolicy, type ChunkCost, type ChunkResult, type CostTerm, type PredictOptions } from './policy/policy.js';
+export { policyTrainer } from './policy/train.js';
+export { buildWindows, type Demo } from './policy/windows.js';
+export { runEpisode, percentile, type EpisodeResult, type RunOptions } from './policy/runner.js';
+export { readEpisodesMcap, writeEpisodesMcap, type EpisodeRecord } from './data/episodes.js';
+export { loadPushtDemos } from './data/pushtDemos.js';
+export * from './control/types.js';
+export * from './control/controlLoop.js';
+export { ControlRecorder, CONTROL_TOPICS, type ControlRecorderOptions } from './control/recorder.js';
+export { InlineEngine, WorkerEngine, type EngineInfo, type EngineResult, type InferenceEngine, type WorkerEngineOptions } from './serve/engine.js';
+export { PolicyHost, HostSession, SessionError, type HostStats, type PolicyHostOptions, type SessionErrorCode, type SessionSink } from './serve/host.js';
+export { PolicyServer, policyServiceDefinition, POLICY_SERVICE, type PolicyServerOptions, type TrafficEvent } from './serve/grpcServer.js';
+export { PolicyClient, RemotePolicy, type PolicyClientOptions, type RemotePolicyOptions } from './serve/grpcClient.js';
+export { LocalPolicy } from './serve/localPolicy.js';
+export { BridgeClient, BridgeServer, serveBridgeStream, type BridgeOptions, type BridgeServerOptions } from './serve/bridge.js';
+export { shippedPolicyDir } from './serve/cli.js';
