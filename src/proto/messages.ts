@@ -66,6 +66,7 @@ export interface ObservationProtoInit {
   tensors?: Record<string, TensorProtoInit>;
   sessionId?: string;
   historyOnly?: boolean;
+  resetHistory?: boolean;
 }
 export interface ObservationProto {
   timestampNs: bigint;
@@ -74,6 +75,7 @@ export interface ObservationProto {
   tensors: Record<string, TensorProto>;
   sessionId: string;
   historyOnly: boolean;
+  resetHistory: boolean;
 }
 
 /** scoreflow.v1.ActionChunk */

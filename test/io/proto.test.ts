@@ -24,6 +24,7 @@ const observation: Required<ObservationProtoInit> = {
   tensors: { image: { dtype: 'DTYPE_UINT8', shape: [1, 2, 3], data: new Uint8Array([1, 2, 3, 4, 5, 6]) } },
   sessionId: 'robot-1',
   historyOnly: true,
+  resetHistory: false,
 };
 const chunk: Required<ActionChunkProtoInit> = {
   startTimestampNs: 1_000_000_123n,

@@ -104,12 +104,34 @@ describe('gRPC PolicyService', () => {
     s.send({ seq: 4, timestampNs: 4_000_000n, state: state(40), sessionId: 'robot-a' });
     const c3 = await s.next(3);
     expect(Array.from(fromTensorProto(c3.actions!).data as Float32Array).slice(0, 2)).toEqual([40, 40]);
+    // reset_history starts a new episode in order with the stream.
+    s.send({ seq: 5, timestampNs: 4_500_000n, state: state(45), historyOnly: true });
+    s.send({ seq: 6, timestampNs: 4_600_000n, state: state(46), resetHistory: true });
+    const c4 = await s.next(4);
+    expect(c4.obsSeq).toBe(6n);
+    expect(Array.from(fromTensorProto(c4.actions!).data as Float32Array).slice(0, 2)).toEqual([46, 46]);
     // A state sent as a float32 tensor is accepted too.
-    s.send({ seq: 5, timestampNs: 5_000_000n, tensors: { state: { dtype: 'DTYPE_FLOAT32', shape: [5], data: new Uint8Array(Float32Array.of(50, 1, 2, 3, 4).buffer) } } });
-    expect((await s.next(4)).obsSeq).toBe(5n);
+    s.send({ seq: 7, timestampNs: 5_000_000n, tensors: { state: { dtype: 'DTYPE_FLOAT32', shape: [5], data: new Uint8Array(Float32Array.of(50, 1, 2, 3, 4).buffer) } } });
+    expect((await s.next(5)).obsSeq).toBe(7n);
     s.end();
     expect((await s.status).code).toBe(grpc.status.OK);
     s.close();
+    client.close();
+  });
+
+  it('RemotePolicy: chunks as TimedChunks, and reset() starts a new episode on the next observation', async () => {
+    const client = new PolicyClient(server.address);
+    const policy = await client.policy();
+    expect(policy.info).toMatchObject({ actionDim: 2, observationDim: 5, predHorizon: 15, actionHorizon: 8, currentRow: 0, dtMs: 100, obsHorizon: 2 });
+    policy.observe({ timeMs: 10, seq: 1, state: state(1) });
+    const a = await policy.requestChunk({ timeMs: 110, seq: 2, state: state(2) });
+    expect(a).toMatchObject({ obsSeq: 2, startTimeMs: 110, dtMs: 100 });
+    expect(Array.from(a.actions[0]!)).toEqual([1, 2]);
+    await policy.reset();
+    const b = await policy.requestChunk({ timeMs: 210, seq: 3, state: state(3) });
+    expect(Array.from(b.actions[0]!)).toEqual([3, 3]);
+    expect(Array.from(b.actions[14]!)).toEqual([17, 17]);
+    await policy.close();
     client.close();
   });
 

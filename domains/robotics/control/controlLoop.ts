@@ -814,7 +814,9 @@ class Loop {
     this.obsSub?.unsubscribe();
     this.obsSub = null;
     this.actions$.complete();
-    if (this.winTicks > 0) this.emitMetrics(this.clock.now());
+    // The final window ends where the next tick would have been, so it holds whole periods like
+    // the others (ending it at 'now' right after a tick would overstate the rate).
+    if (this.winTicks > 0) this.emitMetrics(Math.max(this.clock.now(), this.tickTime(this.nextTick)));
     const inFlight = this.inFlight;
     const finish = (): void => {
       this.metrics$.complete();

@@ -116,6 +116,9 @@ export function serveBridgeStream(host: PolicyHost, input: Readable, output: Wri
   });
 }
 
+/** How long a finished TCP connection waits for its peer to read the last replies and close. */
+const CLOSE_LINGER_MS = 1000;
+
 export interface BridgeServerOptions extends BridgeOptions {
   /** TCP port; 0 picks a free one. */
   readonly port?: number;
@@ -143,9 +146,16 @@ export class BridgeServer {
       s.sockets.add(socket);
       socket.setNoDelay(true);
       socket.on('error', () => undefined);
+      // Tracked until really closed, so that close() can destroy it.
+      socket.once('close', () => s.sockets.delete(socket));
       void serveBridgeStream(host, socket, socket, opts, s.stats).then(() => {
-        s.sockets.delete(socket);
-        if (!socket.destroyed) socket.end();
+        if (socket.destroyed) return;
+        socket.end();
+        // end() only completes once the peer has read everything and closed its side; a peer
+        // that does neither (a slow reader, a half-open client) must not hold the socket forever.
+        const linger = setTimeout(() => socket.destroy(), CLOSE_LINGER_MS);
+        linger.unref();
+        socket.once('close', () => clearTimeout(linger));
       });
     });
     server.on('error', () => undefined);

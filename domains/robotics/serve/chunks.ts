@@ -9,10 +9,10 @@ export function msToNs(ms: number): bigint {
   return BigInt(Math.round(ms * 1e6));
 }
 
-export function observationMessage(obs: TimedObservation, sessionId: string, historyOnly: boolean): ObservationProtoInit {
+export function observationMessage(obs: TimedObservation, sessionId: string, historyOnly: boolean, resetHistory = false): ObservationProtoInit {
   if (!obs || !(obs.state instanceof Float64Array)) fail('observation: state must be a Float64Array');
   if (!Number.isSafeInteger(obs.seq) || obs.seq < 0) fail(`observation: seq must be a non-negative safe integer, received ${obs.seq}`);
-  return { timestampNs: msToNs(obs.timeMs), seq: obs.seq, state: obs.state, sessionId, historyOnly };
+  return { timestampNs: msToNs(obs.timeMs), seq: obs.seq, state: obs.state, sessionId, historyOnly, resetHistory };
 }
 
 export function chunkPolicyInfo(info: PolicyInfoProto): ChunkPolicyInfo {

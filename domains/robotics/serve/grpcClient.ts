@@ -89,6 +89,8 @@ export class RemotePolicy implements ChunkPolicy {
   private backoffMs: number;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** The next observation starts a new episode (sent in order with the stream). */
+  private resetPending = false;
   private readonly requestTimeoutMs: number;
   private readonly initialBackoffMs: number;
   private readonly maxBackoffMs: number;
@@ -169,8 +171,14 @@ export class RemotePolicy implements ChunkPolicy {
     if (this.history.length > this.info.obsHorizon) this.history.shift();
   }
 
+  private takeReset(): boolean {
+    const r = this.resetPending;
+    this.resetPending = false;
+    return r;
+  }
+
   observe(obs: TimedObservation): void {
-    const msg = encode('scoreflow.v1.Observation', observationMessage(obs, this.sessionId, true));
+    const msg = encode('scoreflow.v1.Observation', observationMessage(obs, this.sessionId, true, this.takeReset()));
     this.remember(obs);
     this.stream?.write(msg);
   }
@@ -179,7 +187,8 @@ export class RemotePolicy implements ChunkPolicy {
     if (this.closed) return Promise.reject(new Error('requestChunk: policy is closed'));
     let msg: Uint8Array;
     try {
-      msg = encode('scoreflow.v1.Observation', observationMessage(obs, this.sessionId, false));
+      msg = encode('scoreflow.v1.Observation', observationMessage(obs, this.sessionId, false, this.resetPending));
+      this.resetPending = false;
     } catch (err) {
       return Promise.reject(err as Error);
     }
@@ -194,9 +203,13 @@ export class RemotePolicy implements ChunkPolicy {
     });
   }
 
+  /**
+   * Start a new episode: the next observation carries reset_history, so the server clears this
+   * session's history in order with the stream (a reconnect replays nothing from before).
+   */
   async reset(): Promise<void> {
     this.history = [];
-    if (this.stream) await this.client.reset(this.sessionId).catch(() => undefined);
+    this.resetPending = true;
   }
 
   async close(): Promise<void> {

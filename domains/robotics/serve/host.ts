@@ -296,6 +296,7 @@ export class HostSession {
     this.observations++;
     this.lastSeq = obs.seq;
     this.lastTimestamp = obs.timestampNs;
+    if (obs.resetHistory) this.history = [];
     const To = this.host.info.obsHorizon;
     this.history.push(state);
     if (this.history.length > To) this.history.shift();

@@ -21,6 +21,10 @@ try {
   const policy = DiffusionPolicy.load(opts.checkpoint, { env: opts.env });
   const env = await makeEnv(policy.config.env);
   const info = engineInfo(policy, env.observationSpec, env.dt, { policyId: opts.policyId ?? policy.config.env, modelVersion: opts.modelVersion }, opts);
+  // One prediction before reporting ready: the first call compiles kernels and allocates, and a
+  // client's first chunk should not pay for it.
+  const warm = env.reset({ seed: 0 });
+  policy.predictChunks([Array.from({ length: info.obsHorizon }, () => warm)], { seed: 0, sampler: opts.sampler, steps: opts.steps });
   env.close();
   port.on('message', (m: WorkerRequest) => {
     if (m.type !== 'predict') return;

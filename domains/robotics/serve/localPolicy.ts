@@ -13,6 +13,7 @@ export class LocalPolicy implements ChunkPolicy {
   private session: HostSession;
   private waiter: { seq: number; resolve: (c: TimedChunk) => void; reject: (e: Error) => void } | undefined;
   private closed = false;
+  private resetPending = false;
 
   constructor(private readonly host: PolicyHost) {
     // Round-trip the info through its wire form so local and remote policies see the same thing.
@@ -43,7 +44,8 @@ export class LocalPolicy implements ChunkPolicy {
   }
 
   private push(obs: TimedObservation, historyOnly: boolean): SessionError | undefined {
-    const msg = decode('scoreflow.v1.Observation', encode('scoreflow.v1.Observation', observationMessage(obs, '', historyOnly)));
+    const msg = decode('scoreflow.v1.Observation', encode('scoreflow.v1.Observation', observationMessage(obs, '', historyOnly, this.resetPending)));
+    this.resetPending = false;
     return this.session.push(msg);
   }
 
@@ -65,8 +67,9 @@ export class LocalPolicy implements ChunkPolicy {
     });
   }
 
+  /** Start a new episode: the next observation clears the session's history first. */
   async reset(): Promise<void> {
-    this.session.clearHistory();
+    this.resetPending = true;
   }
 
   async close(): Promise<void> {
