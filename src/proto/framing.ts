@@ -118,14 +118,33 @@ export class FrameReader {
     throw this.#error;
   }
 
+  /** The framing error that stopped this reader, if any. */
+  get error(): FrameError | null {
+    return this.#error;
+  }
+
   /**
    * Consume a chunk and return the frames it completes, in order. Each returned payload is a
    * fresh copy (it does not alias `chunk`, which the caller may reuse).
+   *
+   * A framing error throws, unless frames before it in the same chunk were complete: then those
+   * frames are returned and the error is left in `error` (the next `push` throws it), so a
+   * peer's good requests are not lost because a bad one arrived in the same read.
    */
   push(chunk: Uint8Array): Uint8Array[] {
     if (this.#error) throw new FrameError(`reader failed earlier and can't resynchronise: ${this.#error.message}`);
     if (!(chunk instanceof Uint8Array)) this.#fail('push: chunk must be a Uint8Array');
     const frames: Uint8Array[] = [];
+    try {
+      this.#consume(chunk, frames);
+    } catch (err) {
+      if (frames.length > 0 && err === this.#error) return frames;
+      throw err;
+    }
+    return frames;
+  }
+
+  #consume(chunk: Uint8Array, frames: Uint8Array[]): void {
     let pos = 0;
     const end = chunk.length;
     while (pos < end) {
@@ -169,7 +188,6 @@ export class FrameReader {
         }
       }
     }
-    return frames;
   }
 
   /** Declare end of input; throws when it stops inside a frame. */

@@ -93,6 +93,19 @@ describe('length-delimited framing', () => {
     expect(() => new FrameReader({ maxFrameBytes: -1 })).toThrow(FrameError);
   });
 
+  it('returns the good frames read before a bad one and reports the error after them', () => {
+    const reader = new FrameReader({ maxFrameBytes: 100 });
+    const good = [Uint8Array.of(1, 2, 3), Uint8Array.of(4)];
+    const chunk = new Uint8Array([...encodeFrames(good), 0xff, 0xff]);
+    expect(reader.error).toBeNull();
+    const frames = reader.push(chunk);
+    expect(frames.map((f) => Array.from(f))).toEqual([[1, 2, 3], [4]]);
+    expect(reader.error?.message).toMatch(/over the 100-byte limit/);
+    expect(() => reader.push(Uint8Array.of(1, 0))).toThrow(/can't resynchronise/);
+    // With no good frame before it, the error throws at once.
+    expect(() => new FrameReader({ maxFrameBytes: 100 }).push(Uint8Array.of(0xff, 0xff))).toThrow(/over the 100-byte limit/);
+  });
+
   it('rejects over-long varints and streams that end mid-frame', () => {
     const r = new FrameReader({ maxFrameBytes: 2 ** 31 - 1 });
     expect(() => r.push(new Uint8Array(11).fill(0x80))).toThrow(/varint longer than 10 bytes/);

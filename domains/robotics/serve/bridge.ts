@@ -94,19 +94,23 @@ export function serveBridgeStream(host: PolicyHost, input: Readable, output: Wri
         failWith(new SessionError('INVALID_ARGUMENT', 'the bridge stream must be binary'));
         return;
       }
+      const frameError = (err: Error): void => {
+        const code = err instanceof FrameError && /over the \d+-byte limit/.test(err.message) ? 'RESOURCE_EXHAUSTED' : 'INVALID_ARGUMENT';
+        failWith(new SessionError(code, `bad frame: ${err.message}`));
+      };
       let frames: Uint8Array[];
       try {
         frames = reader.push(chunk);
       } catch (err) {
-        const msg = (err as Error).message;
-        const code = err instanceof FrameError && /over the \d+-byte limit/.test(msg) ? 'RESOURCE_EXHAUSTED' : 'INVALID_ARGUMENT';
-        failWith(new SessionError(code, `bad frame: ${msg}`));
+        frameError(err as Error);
         return;
       }
       for (const f of frames) {
         if (done) return;
         handle(f);
       }
+      // Good frames before a bad one in the same read were answered above; now the error.
+      if (reader.error && !done) frameError(reader.error);
     }
     input.on('data', onData);
     input.once('end', finish);
