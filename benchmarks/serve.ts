@@ -97,7 +97,9 @@ async function loop50Hz(host: PolicyHost): Promise<Record<string, number>> {
   let latest: Float64Array | undefined;
   let episodes = 0;
   let maxCoverage = 0;
+  const jitter: number[] = [];
   loop.actions$.subscribe((a) => {
+    jitter.push(a.emittedMs - a.timeMs);
     if (a.source !== 'idle') latest = a.action;
   });
   // The simulated robot runs at its own 10 Hz: apply the loop's latest action, report the state.
@@ -126,6 +128,8 @@ async function loop50Hz(host: PolicyHost): Promise<Record<string, number>> {
     seconds: loopSeconds,
     ticks: snap.ticks,
     achievedRateHz: r2(snap.ticks / loopSeconds),
+    jitterP50Ms: r2(percentile(jitter, 50)),
+    jitterP99Ms: r2(percentile(jitter, 99)),
     jitterP99MsWorstWindow: r2(Math.max(...steady.map((w) => w.jitterP99Ms))),
     jitterP99MsMedianWindow: r2(percentile(steady.map((w) => w.jitterP99Ms), 50)),
     jitterMaxMs: r2(Math.max(...steady.map((w) => w.jitterMaxMs))),
