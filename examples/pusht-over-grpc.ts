@@ -33,14 +33,18 @@ import { WorkerEngine } from '../domains/robotics/serve/engine.js';
 import { PolicyClient, type RemotePolicy } from '../domains/robotics/serve/grpcClient.js';
 import { PolicyServer } from '../domains/robotics/serve/grpcServer.js';
 import { PolicyHost } from '../domains/robotics/serve/host.js';
+import { publishControlLoop } from '../domains/robotics/control/recorder.js';
+import { LiveView } from '../src/stream/liveView.js';
 
 const USAGE = `usage: npx tsx examples/pusht-over-grpc.ts [--address HOST:PORT] [--episodes K] [--seed S]
-          [--steps N] [--rate HZ] [--json] [--verbose]
+          [--steps N] [--rate HZ] [--live-view-port P] [--json] [--verbose]
   --address HOST:PORT  a running 'scoreflow robot serve' (default: start one in this process)
   --episodes K         episodes to run, 1..1000 (default 1)
   --seed S             Push-T seed of the first episode; episode k uses S + k (default 0)
   --steps N            robot steps per episode at most, 1..100000 (default 300 = 30 s)
   --rate HZ            control rate, 1..100 (default 10, the simulator's own rate)
+  --live-view-port P   publish observations, chunks, actions and loop metrics for Foxglove
+                       (Open connection -> Foxglove WebSocket -> ws://127.0.0.1:P)
   --json               one JSON line per episode, then a summary line
   --verbose            also print the loop's metrics every second`;
 
@@ -59,6 +63,7 @@ interface Args {
   readonly rateHz: number;
   readonly json: boolean;
   readonly verbose: boolean;
+  readonly liveViewPort: number | undefined;
 }
 
 function intArg(v: string | boolean | undefined, name: string, fallback: number, min: number, max: number): number {
@@ -79,6 +84,7 @@ function parseArgs(argv: string[]): Args | 'help' {
       rate: { type: 'string' },
       json: { type: 'boolean' },
       verbose: { type: 'boolean' },
+      'live-view-port': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     USAGE,
@@ -106,6 +112,7 @@ function parseArgs(argv: string[]): Args | 'help' {
     rateHz,
     json: Boolean(o.json),
     verbose: Boolean(o.verbose),
+    liveViewPort: o['live-view-port'] === undefined ? undefined : intArg(o['live-view-port'], 'live-view-port', 8765, 0, 65535),
   };
 }
 
@@ -235,6 +242,7 @@ async function runEpisode(
   args: Args,
   interrupted: () => boolean,
   log: (line: string) => void,
+  view?: LiveView,
 ): Promise<EpisodeResult> {
   // A new episode: the robot is put back, the policy forgets its observation history.
   let state = robot.reset({ seed });
@@ -244,6 +252,7 @@ async function runEpisode(
   const report = (s: Float64Array): void => observations$.next({ timeMs: performance.now(), seq: nextSeq++, state: s });
 
   const loop = controlLoop({ policy, observations$, rateHz: args.rateHz });
+  const unpublish = view ? publishControlLoop(loop, view) : undefined;
   const jitters: number[] = [];
   const latencies: number[] = [];
   let lastError: string | undefined;
@@ -320,6 +329,7 @@ async function runEpisode(
   }).finally(() => loop.stop()); // idempotent: waits for the request in flight, if any
 
   for (const s of subs) s.unsubscribe();
+  unpublish?.();
   observations$.complete();
   const snap = loop.snapshot();
   return {
@@ -366,14 +376,25 @@ async function main(argv: string[]): Promise<number> {
   let server: PolicyServer | undefined;
   let client: PolicyClient | undefined;
   let policy: RemotePolicy | undefined;
+  let view: LiveView | undefined;
   const robot = new PushTEnv({ maxSteps: args.steps });
   try {
     let address = args.address;
+    if (args.liveViewPort !== undefined) {
+      view = await LiveView.start({ port: args.liveViewPort, name: 'scoreflow pusht-over-grpc' });
+      view.advertise('/policy/observation', 'scoreflow.v1.Observation');
+      view.advertise('/policy/action_chunk', 'scoreflow.v1.ActionChunk');
+      if (!args.json) log(`live view: ${view.url} (Foxglove: Open connection -> Foxglove WebSocket)`);
+    }
     if (address === undefined) {
       // What `scoreflow robot serve` does: inference in a worker thread, sessions on a host,
       // gRPC in front. Port 0 picks a free port.
       engine = await WorkerEngine.start({ checkpoint: shippedPolicyDir('pusht'), env: 'pusht' });
-      server = await PolicyServer.start(new PolicyHost(engine), { port: 0 });
+      const v = view;
+      server = await PolicyServer.start(new PolicyHost(engine), {
+        port: 0,
+        onTraffic: v ? (e) => v.publish(e.kind === 'chunk' ? '/policy/action_chunk' : '/policy/observation', e.bytes) : undefined,
+      });
       address = server.address;
     }
 
@@ -400,7 +421,7 @@ async function main(argv: string[]): Promise<number> {
     for (let k = 0; k < args.episodes && !interrupted; k++) {
       const seed = args.seed + k;
       if (!args.json) log(`episode ${k + 1}/${args.episodes} (seed ${seed}): running up to ${args.steps} steps at ${args.rateHz} Hz ...`);
-      const r = await runEpisode(policy, robot, k, seed, args, () => interrupted, log);
+      const r = await runEpisode(policy, robot, k, seed, args, () => interrupted, log, view);
       results.push(r);
       if (args.json) {
         log(
@@ -462,6 +483,7 @@ async function main(argv: string[]): Promise<number> {
     client?.close();
     await server?.close();
     await engine?.close();
+    await view?.close();
     robot.close();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

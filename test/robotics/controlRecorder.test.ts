@@ -4,7 +4,8 @@ import path from 'node:path';
 import { Subject } from 'rxjs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { controlLoop, VirtualClock } from '../../domains/robotics/control/controlLoop.js';
-import { CONTROL_TOPICS, ControlRecorder } from '../../domains/robotics/control/recorder.js';
+import { CONTROL_TOPICS, ControlRecorder, publishControlLoop } from '../../domains/robotics/control/recorder.js';
+import { LiveView } from '../../src/stream/liveView.js';
 import type { ChunkPolicy, TimedChunk, TimedObservation } from '../../domains/robotics/control/types.js';
 import { McapReader } from '../../src/io/mcap.js';
 import type { ActionChunkProto, ActionProto, ControlLoopMetricsProto, ObservationProto } from '../../src/proto/messages.js';
@@ -85,5 +86,28 @@ describe('ControlRecorder', () => {
     expect(executed.length).toBeGreaterThan(10);
     expect(observations.some((o) => o.historyOnly)).toBe(true);
     expect(observations.every((o) => o.sessionId === 'robot-1' && o.state.length === 1)).toBe(true);
+  });
+
+  it('publishes a live loop on a Foxglove live view', async () => {
+    const view = await LiveView.start({ port: 0 });
+    try {
+      const clock = new VirtualClock(0);
+      const obs$ = new Subject<TimedObservation>();
+      const loop = controlLoop({ policy: rampPolicy(clock), observations$: obs$, rateHz: 50, clock, metricsIntervalMs: 500 });
+      const stop = publishControlLoop(loop, view, { epochOffsetMs: 1.7e12 });
+      for (let k = 0; k < 60; k++) {
+        obs$.next({ timeMs: clock.now(), seq: k, state: Float64Array.of(k) });
+        await clock.advance(20);
+      }
+      stop();
+      const s = loop.stop();
+      await clock.advance(100);
+      await s;
+      // Every tick and every metrics window was handed to the view (no client: counted, not sent).
+      expect(view.stats().published).toBe(loop.snapshot().ticks + 2);
+      expect(view.hasSubscribers(CONTROL_TOPICS.action)).toBe(false);
+    } finally {
+      await view.close();
+    }
   });
 });

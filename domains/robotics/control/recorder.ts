@@ -12,6 +12,7 @@
  */
 import type { Subscription } from 'rxjs';
 import { McapRecorder } from '../../../src/io/mcap.js';
+import type { LiveView } from '../../../src/stream/liveView.js';
 import { fail } from '../../../src/util/validate.js';
 import { observationMessage } from '../serve/chunks.js';
 import type { ControlLoop } from './controlLoop.js';
@@ -129,4 +130,20 @@ export class ControlRecorder {
     this.subs.splice(0).forEach((s) => s.unsubscribe());
     await this.mcap.close();
   }
+}
+
+/**
+ * Publish a loop's actions and metrics on a Foxglove live view (topics `/control/action` and
+ * `/control/metrics`, as in recordings). Returns a function that stops publishing.
+ */
+export function publishControlLoop(loop: ControlLoop, view: LiveView, opts: { epochOffsetMs?: number } = {}): () => void {
+  const offset = opts.epochOffsetMs ?? performance.timeOrigin;
+  const ns = (ms: number): bigint => BigInt(Math.max(0, Math.round((ms + offset) * 1e6)));
+  const actions = view.advertise(CONTROL_TOPICS.action, 'scoreflow.v1.Action');
+  const metrics = view.advertise(CONTROL_TOPICS.metrics, 'scoreflow.v1.ControlLoopMetrics');
+  const subs = [
+    loop.actions$.subscribe((a) => actions.publish({ timestampNs: ns(a.timeMs), values: a.action }, ns(a.timeMs))),
+    loop.metrics$.subscribe((m) => metrics.publish({ ...toControlLoopMetricsProto(m), timestampNs: ns(m.timestampMs) }, ns(m.timestampMs))),
+  ];
+  return () => subs.forEach((s) => s.unsubscribe());
 }
