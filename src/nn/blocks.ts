@@ -82,9 +82,20 @@ function convFilterGrad(x: tf.Tensor4D, dy: tf.Tensor4D, kh: number, kw: number,
   return tf.transpose(g, [1, 2, 0, 3]);
 }
 
+/** Whether a gradient tape is recording (inside tf.grad / variableGrads). */
+function recordingGradients(): boolean {
+  return (tf.engine().state as unknown as { gradientDepth: number }).gradientDepth > 0;
+}
+
 /** conv2d(x, w) + b over [B, H, W, C] with the padding above, differentiable on every backend. */
 function trainableConv(x: tf.Tensor4D, w: tf.Tensor4D, b: tf.Tensor, stride: Pair): tf.Tensor4D {
   const [kh, kw] = w.shape;
+  if (!recordingGradients()) {
+    // Inference: one fused kernel (conv + bias), without the custom-gradient bookkeeping, which
+    // cost more than the convolution itself for the small convs of a policy network.
+    const pad: Pad4 = [[0, 0], [before(kh), after(kh)], [before(kw), after(kw)], [0, 0]];
+    return tf.fused.conv2d({ x, filter: w, strides: stride, pad, bias: b });
+  }
   const conv = tf.customGrad<tf.Tensor4D>((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [x, w, b, save] = args as [tf.Tensor4D, tf.Tensor4D, tf.Tensor, tf.GradSaveFunc];
     save([x, w]);
