@@ -65,7 +65,7 @@ if (sv) {
   lines.push(`  loopback round trip: p50 ${rt.roundTripP50Ms} ms, p99 ${rt.roundTripP99Ms} ms (inference p50 ${rt.inferenceP50Ms} ms)`);
   lines.push(
     `  control loop 50 Hz for ${cl.seconds} s: ${cl.achievedRateHz} Hz, jitter p50 ${cl.jitterP50Ms} ms, p99 ${cl.jitterP99Ms} ms, max ${cl.jitterMaxMs} ms, ` +
-      `deadline misses ${cl.deadlineMisses}, safe stops ${cl.safeStops}`,
+      `deadline misses ${cl.deadlineMisses}, safe stops ${cl.safeStops}, Push-T max coverage ${cl.maxReward}`,
   );
   for (const t of sv.throughput) lines.push(`  ${String(t.clients).padStart(2)} clients, max batch ${String(t.maxBatch).padStart(2)}: ${t.chunksPerS} chunks/s (mean batch ${t.meanBatch}, latency p50 ${t.latencyP50Ms} ms)`);
 }

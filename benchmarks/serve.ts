@@ -14,9 +14,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import { Subject } from 'rxjs';
-import { controlLoop, type ControlLoopMetrics } from '../domains/robotics/control/controlLoop.js';
-import type { TimedObservation } from '../domains/robotics/control/types.js';
+import { driveEnv, type DriveResult } from '../domains/robotics/control/drive.js';
 import { PushTEnv } from '../domains/robotics/env/pusht.js';
 import { percentile } from '../domains/robotics/policy/runner.js';
 import { shippedPolicyDir } from '../domains/robotics/serve/cli.js';
@@ -85,65 +83,13 @@ async function roundTrip(address: string): Promise<Record<string, number>> {
   };
 }
 
-async function loop50Hz(host: PolicyHost): Promise<Record<string, number>> {
+async function loop50Hz(host: PolicyHost): Promise<DriveResult> {
   const policy = new LocalPolicy(host);
   const env = new PushTEnv({ seed: 0 });
-  let state = env.reset({ seed: 1000 });
-  const obs$ = new Subject<TimedObservation>();
-  const loop = controlLoop({ policy, observations$: obs$, rateHz: 50, stopAfterMs: 500 });
-  const windows: ControlLoopMetrics[] = [];
-  loop.metrics$.subscribe((m) => windows.push(m));
-  let seq = 0;
-  let latest: Float64Array | undefined;
-  let episodes = 0;
-  let maxCoverage = 0;
-  const jitter: number[] = [];
-  loop.actions$.subscribe((a) => {
-    jitter.push(a.emittedMs - a.timeMs);
-    if (a.source !== 'idle') latest = a.action;
-  });
-  // The simulated robot runs at its own 10 Hz: apply the loop's latest action, report the state.
-  obs$.next({ timeMs: performance.now(), seq: seq++, state });
-  const robot = setInterval(() => {
-    if (latest) {
-      const r = env.step(latest);
-      state = r.observation;
-      maxCoverage = Math.max(maxCoverage, r.reward);
-      if (r.terminated || r.truncated) {
-        episodes++;
-        state = env.reset({ seed: 1000 + episodes });
-      }
-    }
-    obs$.next({ timeMs: performance.now(), seq: seq++, state });
-  }, 100);
-  await sleep(loopSeconds * 1000);
-  clearInterval(robot);
-  await loop.stop();
-  const snap = loop.snapshot();
+  const r = await driveEnv(env, policy, { rateHz: 50, seconds: loopSeconds, seed: 1000, stopAfterMs: 500 });
   await policy.close();
   env.close();
-  // Whole-run figures from the per-second windows (the first window includes start-up).
-  const steady = windows.slice(1).filter((w) => w.windowS > 0.5);
-  return {
-    seconds: loopSeconds,
-    ticks: snap.ticks,
-    achievedRateHz: r2(snap.ticks / loopSeconds),
-    jitterP50Ms: r2(percentile(jitter, 50)),
-    jitterP99Ms: r2(percentile(jitter, 99)),
-    jitterP99MsWorstWindow: r2(Math.max(...steady.map((w) => w.jitterP99Ms))),
-    jitterP99MsMedianWindow: r2(percentile(steady.map((w) => w.jitterP99Ms), 50)),
-    jitterMaxMs: r2(Math.max(...steady.map((w) => w.jitterMaxMs))),
-    deadlineMisses: snap.deadlineMisses,
-    safeStops: snap.safeStops,
-    ticksSkipped: snap.ticksSkipped,
-    chunksReceived: snap.chunksReceived,
-    inferenceErrors: snap.inferenceErrors,
-    inferenceP50Ms: r2(percentile(steady.map((w) => w.inferenceP50Ms).filter(Number.isFinite), 50)),
-    inferenceP99MsWorstWindow: r2(Math.max(...steady.map((w) => w.inferenceP99Ms).filter(Number.isFinite))),
-    overlapErrorMaxPx: r2(snap.overlapErrorMax),
-    pushtEpisodesFinished: episodes,
-    pushtMaxCoverage: r2(maxCoverage),
-  };
+  return r;
 }
 
 async function throughput(address: string, clients: number, host: PolicyHost): Promise<Record<string, number>> {

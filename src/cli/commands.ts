@@ -1,4 +1,5 @@
 /** Command implementations of `scoreflow doctor | toy | tour`. */
+import { tourStages } from './tour.js';
 import { lastValueFrom, tap } from 'rxjs';
 import { setBackend, type BackendName } from '../backend/backend.js';
 import { GRID_KINDS } from '../grid/grid.js';
@@ -134,6 +135,10 @@ export async function runTour(argv: string[]): Promise<number> {
     const { samples: _s, ...rest } = m;
     void _s;
     out(json, { event: 'metrics', ...rest }, formatMetrics(m));
+  }
+  for (const stage of tourStages()) {
+    out(json, { event: 'stage', name: stage.name }, `\n== ${stage.name}`);
+    await stage.run({ json });
   }
   return 0;
 }
