@@ -19,35 +19,24 @@ const bytes = {
   deserialize: (b: Buffer): Uint8Array => b,
 };
 
+/** One PolicyService method carried as raw bytes (decoding happens in the handlers). */
+function rawMethod<S extends boolean>(name: string, streaming: S) {
+  return {
+    path: `/${POLICY_SERVICE}/${name}`,
+    requestStream: streaming,
+    responseStream: streaming,
+    requestSerialize: bytes.serialize,
+    requestDeserialize: bytes.deserialize,
+    responseSerialize: bytes.serialize,
+    responseDeserialize: bytes.deserialize,
+  };
+}
+
 /** Method table of PolicyService with byte-level (de)serialisers, shared by server and client. */
 export const policyServiceDefinition = {
-  Act: {
-    path: `/${POLICY_SERVICE}/Act`,
-    requestStream: true,
-    responseStream: true,
-    requestSerialize: bytes.serialize,
-    requestDeserialize: bytes.deserialize,
-    responseSerialize: bytes.serialize,
-    responseDeserialize: bytes.deserialize,
-  },
-  Info: {
-    path: `/${POLICY_SERVICE}/Info`,
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: bytes.serialize,
-    requestDeserialize: bytes.deserialize,
-    responseSerialize: bytes.serialize,
-    responseDeserialize: bytes.deserialize,
-  },
-  Reset: {
-    path: `/${POLICY_SERVICE}/Reset`,
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: bytes.serialize,
-    requestDeserialize: bytes.deserialize,
-    responseSerialize: bytes.serialize,
-    responseDeserialize: bytes.deserialize,
-  },
+  Act: rawMethod('Act', true),
+  Info: rawMethod('Info', false),
+  Reset: rawMethod('Reset', false),
 } satisfies grpc.ServiceDefinition;
 
 export function grpcStatus(code: SessionErrorCode): grpc.status {
