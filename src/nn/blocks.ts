@@ -1,6 +1,6 @@
 /** Residual blocks with FiLM conditioning: MLP, 1D temporal convolution and 2D convolution. */
 import * as tf from '@tensorflow/tfjs-core';
-import { dense, film, groupNorm, layerNorm, mish, silu } from './layers.js';
+import { dense, film, groupNorm, layerNorm, mish, recordingGradients, silu } from './layers.js';
 import type { ParamStore } from './params.js';
 
 /** h + W2 silu(FiLM(LN(W1 silu(h)), emb)): width-preserving residual MLP block. */
@@ -83,10 +83,6 @@ function convFilterGrad(x: tf.Tensor4D, dy: tf.Tensor4D, kh: number, kw: number,
 }
 
 /** Whether a gradient tape is recording (inside tf.grad / variableGrads). */
-function recordingGradients(): boolean {
-  return (tf.engine().state as unknown as { gradientDepth: number }).gradientDepth > 0;
-}
-
 /** conv2d(x, w) + b over [B, H, W, C] with the padding above, differentiable on every backend. */
 function trainableConv(x: tf.Tensor4D, w: tf.Tensor4D, b: tf.Tensor, stride: Pair): tf.Tensor4D {
   const [kh, kw] = w.shape;
