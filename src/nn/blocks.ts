@@ -2,6 +2,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { dense, film, groupNorm, layerNorm, mish, recordingGradients, silu } from './layers.js';
 import type { ParamStore } from './params.js';
+import { fail } from '../util/validate.js';
 
 /** h + W2 silu(FiLM(LN(W1 silu(h)), emb)): width-preserving residual MLP block. */
 export function residualMlpBlock(store: ParamStore, name: string, h: tf.Tensor, emb: tf.Tensor): tf.Tensor {
@@ -107,13 +108,19 @@ function trainableConv(x: tf.Tensor4D, w: tf.Tensor4D, b: tf.Tensor, stride: Pai
   return conv(x, w, b);
 }
 
-/** 1D convolution over [B, L, C] with 'same' padding; weight [kernel, inC, outC]. */
+/**
+ * 1D convolution over [B, L, C] with 'same' padding; weight [kernel, inC, outC]. Also accepts
+ * the image layout [B, 1, L, C] and then returns [B, 1, L', C'] without reshaping: networks made
+ * of many small convolutions keep that layout throughout (two kernels fewer per convolution).
+ */
 export function conv1d(store: ParamStore, name: string, x: tf.Tensor, outC: number, kernel: number, opts: { stride?: number } = {}): tf.Tensor {
-  const [B, L, inC] = x.shape as number[];
+  if (x.rank !== 3 && !(x.rank === 4 && x.shape[1] === 1)) fail(`conv1d '${name}': expected x of shape [B, L, C] or [B, 1, L, C], received [${x.shape.join(', ')}]`);
+  const image = x.rank === 4;
+  const [B, L, inC] = (image ? [x.shape[0], x.shape[2], x.shape[3]] : x.shape) as [number, number, number];
   const w = store.param(`${name}/w`, [kernel, inC, outC], 'glorot');
   const b = store.param(`${name}/b`, [outC], 'zeros');
-  const y = trainableConv(tf.reshape(x, [B, 1, L, inC]), tf.reshape(w, [1, kernel, inC, outC]), b, [1, opts.stride ?? 1]);
-  return tf.reshape(y, [B, y.shape[2], outC]);
+  const y = trainableConv(image ? (x as tf.Tensor4D) : tf.reshape(x, [B, 1, L, inC]), tf.reshape(w, [1, kernel, inC, outC]), b, [1, opts.stride ?? 1]);
+  return image ? y : tf.reshape(y, [B, y.shape[2], outC]);
 }
 
 /** 2D convolution over [B, H, W, C] with 'same' padding; weight [kernel, kernel, inC, outC]. */
@@ -129,13 +136,13 @@ export function conv2d(store: ParamStore, name: string, x: tf.Tensor, outC: numb
  * Diffusion Policy's conditional residual block for [B, L, C] sequences: two (conv, GroupNorm,
  * Mish) layers, FiLM from the embedding after the first, 1x1 projection on the skip path.
  */
-export function residualConv1dBlock(store: ParamStore, name: string, x: tf.Tensor, emb: tf.Tensor, outC: number, opts: { kernel?: number; groups?: number } = {}): tf.Tensor {
+export function residualConv1dBlock(store: ParamStore, name: string, x: tf.Tensor, emb: tf.Tensor, outC: number, opts: { kernel?: number; groups?: number; embActivated?: boolean } = {}): tf.Tensor {
   const k = opts.kernel ?? 5;
   const g = opts.groups ?? 8;
   let h = mish(groupNorm(store, `${name}/gn1`, conv1d(store, `${name}/conv1`, x, outC, k), g));
-  h = film(store, `${name}/film`, h, emb);
+  h = film(store, `${name}/film`, h, emb, { activated: opts.embActivated });
   h = mish(groupNorm(store, `${name}/gn2`, conv1d(store, `${name}/conv2`, h, outC, k), g));
-  const skip = x.shape[2] === outC ? x : conv1d(store, `${name}/skip`, x, outC, 1);
+  const skip = x.shape[x.rank - 1] === outC ? x : conv1d(store, `${name}/skip`, x, outC, 1);
   return tf.add(h, skip);
 }
 

@@ -66,9 +66,11 @@ export function groupNorm(store: ParamStore, name: string, x: tf.Tensor, groups:
   const gain = store.param(`${name}/g`, [c], 'ones');
   const bias = store.param(`${name}/b`, [c], 'zeros');
   if (recordingGradients()) return groupNormTrain(x, gain, bias, [b, spatial, g, c / g], eps);
+  // Inference: 11 kernels (tf.moments + div/sqrt took 14; small-batch inference is bound by
+  // the number of kernels, not by their arithmetic).
   const r = tf.reshape(x, [b, spatial, g, c / g]);
-  const { mean, variance } = tf.moments(r, [1, 3], true);
-  const y = tf.reshape(tf.div(tf.sub(r, mean), tf.sqrt(tf.add(variance, eps))), x.shape);
+  const d = tf.sub(r, tf.mean(r, [1, 3], true));
+  const y = tf.reshape(tf.mul(d, tf.rsqrt(tf.add(tf.mean(tf.square(d), [1, 3], true), eps))), x.shape);
   return tf.add(tf.mul(y, gain), bias);
 }
 
@@ -106,11 +108,13 @@ function groupNormTrain(x: tf.Tensor, gain: tf.Tensor, bias: tf.Tensor, grouped:
  * FiLM (Perez et al. 2018): per-channel scale and shift predicted from a conditioning vector
  * emb [B, E]; h has shape [B, ..., C]. Initialised to the identity (zero scale and shift).
  */
-export function film(store: ParamStore, name: string, h: tf.Tensor, emb: tf.Tensor): tf.Tensor {
+export function film(store: ParamStore, name: string, h: tf.Tensor, emb: tf.Tensor, opts: { activated?: boolean } = {}): tf.Tensor {
   const c = h.shape[h.rank - 1];
-  const ss = dense(store, name, silu(emb), 2 * c, { init: 'zeros' });
-  const bshape = [h.shape[0], ...Array(h.rank - 2).fill(1), c];
-  const scale = tf.reshape(tf.slice(ss, [0, 0], [-1, c]), bshape);
-  const shift = tf.reshape(tf.slice(ss, [0, c], [-1, c]), bshape);
+  // `activated`: emb is already silu(emb) (networks with many FiLM layers compute it once).
+  const ss = dense(store, name, opts.activated ? emb : silu(emb), 2 * c, { init: 'zeros' });
+  const ones = Array(h.rank - 2).fill(1);
+  const ss4 = tf.reshape(ss, [h.shape[0], ...ones, 2 * c]);
+  const scale = tf.slice(ss4, [0, ...ones.map(() => 0), 0], [-1, ...ones, c]);
+  const shift = tf.slice(ss4, [0, ...ones.map(() => 0), c], [-1, ...ones, c]);
   return tf.add(tf.mul(h, tf.add(scale, 1)), shift);
 }

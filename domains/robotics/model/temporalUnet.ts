@@ -7,6 +7,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Network } from '../../../src/denoiser/denoiser.js';
 import { conditioningEmbedding } from '../../../src/nn/mlp.js';
+import { silu } from '../../../src/nn/layers.js';
 import { conv1d, residualConv1dBlock } from '../../../src/nn/blocks.js';
 import type { ParamStore } from '../../../src/nn/params.js';
 import { registerNetwork } from '../../../src/nn/registry.js';
@@ -38,11 +39,11 @@ export function validateUnetConfig(c: TemporalUnetConfig): TemporalUnetConfig {
   return c;
 }
 
-/** Nearest-neighbour x2 upsampling along the sequence axis of [B, L, C] (concat, not Tile: Tile is slow on WASM). */
+/** Nearest-neighbour x2 upsampling along the sequence axis of [B, 1, L, C] (concat, not Tile: Tile is slow on WASM). */
 function upsample2(x: tf.Tensor): tf.Tensor {
-  const [b, l, c] = x.shape as [number, number, number];
+  const [b, , l, c] = x.shape as [number, number, number, number];
   const r = tf.reshape(x, [b, l, 1, c]);
-  return tf.reshape(tf.concat([r, r], 2), [b, 2 * l, c]);
+  return tf.reshape(tf.concat([r, r], 2), [b, 1, 2 * l, c]);
 }
 
 export function temporalUnet(config: TemporalUnetConfig, store: ParamStore): Network {
@@ -55,25 +56,28 @@ export function temporalUnet(config: TemporalUnetConfig, store: ParamStore): Net
       if (x.rank !== 3 || x.shape[1] !== c.horizon || x.shape[2] !== c.actionDim) {
         fail(`x: expected shape [*, ${c.horizon}, ${c.actionDim}], received [${x.shape.join(', ')}]`);
       }
-      const emb = conditioningEmbedding(store, 'emb', tFeat, cond, embedDim, c.condDim);
-      let h = x;
+      // Every FiLM layer reads silu(emb): computed once. The sequence is kept in the image
+      // layout [B, 1, H, C] from input to output, so no convolution reshapes its input.
+      const emb = silu(conditioningEmbedding(store, 'emb', tFeat, cond, embedDim, c.condDim));
+      const opts = { kernel: k, groups: g, embActivated: true };
+      let h = tf.reshape(x, [x.shape[0], 1, c.horizon, c.actionDim]);
       const skips: tf.Tensor[] = [];
       c.channels.forEach((ch, i) => {
-        h = residualConv1dBlock(store, `down${i}/a`, h, emb, ch, { kernel: k, groups: g });
-        h = residualConv1dBlock(store, `down${i}/b`, h, emb, ch, { kernel: k, groups: g });
+        h = residualConv1dBlock(store, `down${i}/a`, h, emb, ch, opts);
+        h = residualConv1dBlock(store, `down${i}/b`, h, emb, ch, opts);
         skips.push(h);
         if (i < c.channels.length - 1) h = conv1d(store, `down${i}/pool`, h, ch, 3, { stride: 2 });
       });
       const top = c.channels[c.channels.length - 1];
-      h = residualConv1dBlock(store, 'mid/a', h, emb, top, { kernel: k, groups: g });
-      h = residualConv1dBlock(store, 'mid/b', h, emb, top, { kernel: k, groups: g });
+      h = residualConv1dBlock(store, 'mid/a', h, emb, top, opts);
+      h = residualConv1dBlock(store, 'mid/b', h, emb, top, opts);
       for (let i = c.channels.length - 1; i >= 0; i--) {
         const ch = c.channels[i];
-        h = tf.concat([h, skips[i]], 2);
-        h = residualConv1dBlock(store, `up${i}/a`, h, emb, ch, { kernel: k, groups: g });
+        h = tf.concat([h, skips[i]], 3);
+        h = residualConv1dBlock(store, `up${i}/a`, h, emb, ch, opts);
         if (i > 0) h = conv1d(store, `up${i}/up`, upsample2(h), c.channels[i - 1], 3);
       }
-      return conv1d(store, 'out', h, c.actionDim, 1);
+      return tf.reshape(conv1d(store, 'out', h, c.actionDim, 1), [x.shape[0], c.horizon, c.actionDim]);
     });
 }
 
