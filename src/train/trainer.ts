@@ -12,7 +12,7 @@ import { buildNetwork, type ModelSpec } from '../nn/registry.js';
 import { Rng } from '../rng/rng.js';
 import { checkFiniteTensor, checkNumber, fail } from '../util/validate.js';
 import { loadCheckpoint, saveCheckpoint, type CheckpointMeta } from './checkpoint.js';
-import { AdamOptimizer, flatten, unflatten, type OptimizerConfig } from './optimizer.js';
+import { AdamOptimizer, type OptimizerConfig } from './optimizer.js';
 import { learningRate, type LrSchedule } from './schedule.js';
 
 export interface Batch {
@@ -86,7 +86,7 @@ export class Trainer {
   readonly net: Network;
   readonly emaNet: Network;
   private readonly opt: AdamOptimizer;
-  private emaFlat?: tf.Variable;
+  private emaFlat?: Float32Array;
   private emaDirty = false;
   private readonly rng: Rng;
   private order: Int32Array = new Int32Array(0);
@@ -115,9 +115,7 @@ export class Trainer {
       resume.optimizer.v.dispose();
     }
     if (this.ema) {
-      const init = flatten(names, (n) => (this.ema as ParamStore).get(n));
-      this.emaFlat = tf.variable(init, false);
-      init.dispose();
+      this.emaFlat = this.opt.flatParams(this.ema);
       const inner = buildNetwork(config.model, this.ema);
       // The EMA lives in one flat vector; the named EMA weights are refreshed only when used.
       this.emaNet = (x, t, c) => {
@@ -190,14 +188,10 @@ export class Trainer {
       if (!Number.isFinite(loss)) fail(`training diverged: loss is ${loss} at step ${this.step} (lower the learning rate or check the data)`);
       const named: Record<string, tf.Tensor> = {};
       for (const [vn, g] of Object.entries(grads)) named[byVarName.get(vn) as string] = g;
-      const r = this.opt.apply(named, lr, this.config.clipNorm);
-      gradNorm = r.gradNorm;
-      if (this.emaFlat && this.config.emaDecay !== undefined) {
-        // Warm-up of the decay (as in Diffusion Policy's EMA): short runs are not dominated by the initial weights.
-        const d = Math.min(this.config.emaDecay, (1 + this.step) / (10 + this.step));
-        this.emaFlat.assign(tf.add(tf.mul(this.emaFlat, d), tf.mul(r.flatParams, 1 - d)));
-        this.emaDirty = true;
-      }
+      // Warm-up of the EMA decay (as in Diffusion Policy's EMA): short runs are not dominated by the initial weights.
+      const ema = this.emaFlat && this.config.emaDecay !== undefined ? { values: this.emaFlat, decay: Math.min(this.config.emaDecay, (1 + this.step) / (10 + this.step)) } : undefined;
+      gradNorm = this.opt.apply(named, lr, this.config.clipNorm, ema).gradNorm;
+      if (ema) this.emaDirty = true;
     });
     this.step += 1;
     this.lastLoss = loss;
@@ -244,9 +238,16 @@ export class Trainer {
   /** Copy the flat EMA vector into the named EMA weights. */
   syncEma(): void {
     if (!this.emaDirty || !this.emaFlat || !this.ema) return;
-    const names = this.params.trainableNames();
-    const shapes = names.map((n) => this.params.get(n).shape);
-    tf.tidy(() => unflatten(this.emaFlat as tf.Variable, shapes).forEach((t, i) => (this.ema as ParamStore).get(names[i]).assign(t)));
+    const flat = this.emaFlat;
+    const ema = this.ema;
+    let offset = 0;
+    tf.tidy(() =>
+      this.opt.names.forEach((n) => {
+        const target = ema.get(n);
+        ema.set(n, tf.tensor(flat.subarray(offset, offset + target.size), target.shape, 'float32'));
+        offset += target.size;
+      }),
+    );
     this.emaDirty = false;
   }
 
@@ -274,7 +275,6 @@ export class Trainer {
 
   dispose(): void {
     this.opt.dispose();
-    this.emaFlat?.dispose();
     this.ema?.dispose();
     this.params.dispose();
   }

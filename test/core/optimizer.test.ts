@@ -1,0 +1,116 @@
+/**
+ * AdamOptimizer (src/train/optimizer.ts): the fused in-place update equals Adam/AdamW written
+ * out with tensor ops; in-place writes reach the kernels that cache packed weights (WASM
+ * XNNPACK matMul); parameters sharing storage with another tensor are not written through.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { describe, expect, it } from 'vitest';
+import { ParamStore } from '../../src/nn/params.js';
+import { Rng } from '../../src/rng/rng.js';
+import { markWritten, writableHostView } from '../../src/train/hostMemory.js';
+import { AdamOptimizer } from '../../src/train/optimizer.js';
+
+function reference(p: tf.Tensor, grads: tf.Tensor[], opts: { lr: number; b1: number; b2: number; eps: number; wd: number; kind: 'adam' | 'adamw'; clip?: number }): Float32Array {
+  return tf.tidy(() => {
+    let x = p;
+    let m = tf.zerosLike(p);
+    let v = tf.zerosLike(p);
+    grads.forEach((g0, i) => {
+      const step = i + 1;
+      const norm = tf.norm(g0).dataSync()[0];
+      let g = opts.clip && norm > opts.clip ? tf.mul(g0, opts.clip / (norm + 1e-12)) : g0;
+      if (opts.kind === 'adam') g = tf.add(g, tf.mul(x, opts.wd));
+      m = tf.add(tf.mul(m, opts.b1), tf.mul(g, 1 - opts.b1));
+      v = tf.add(tf.mul(v, opts.b2), tf.mul(tf.square(g), 1 - opts.b2));
+      const mh = tf.div(m, 1 - opts.b1 ** step);
+      const vh = tf.div(v, 1 - opts.b2 ** step);
+      let next = tf.sub(x, tf.mul(opts.lr, tf.div(mh, tf.add(tf.sqrt(vh), opts.eps))));
+      if (opts.kind === 'adamw') next = tf.sub(next, tf.mul(x, opts.lr * opts.wd));
+      x = next;
+    });
+    return x.dataSync() as Float32Array;
+  });
+}
+
+describe('AdamOptimizer', () => {
+  for (const kind of ['adam', 'adamw'] as const) {
+    it(`${kind}: five fused steps equal the textbook update (with clipping and decay)`, () => {
+      const store = new ParamStore(new Rng(1));
+      const w = store.param('w', [7, 5], 'glorot');
+      const start = w.clone();
+      const rng = new Rng(2);
+      const grads = Array.from({ length: 5 }, () => tf.mul(rng.normal([7, 5]), 3));
+      const opt = new AdamOptimizer(store, { kind, weightDecay: 0.01 });
+      for (const g of grads) opt.apply({ w: g }, 0.05, 1);
+      const ref = reference(start, grads, { lr: 0.05, b1: 0.9, b2: 0.999, eps: 1e-8, wd: 0.01, kind, clip: 1 });
+      const got = store.get('w').dataSync();
+      for (let i = 0; i < ref.length; i++) expect(got[i]).toBeCloseTo(ref[i], 5);
+      tf.dispose([start, ...grads]);
+      opt.dispose();
+      store.dispose();
+    });
+  }
+
+  it('markWritten: conv2d sees values written in place (WASM caches XNNPACK operators with packed weights by tensor id)', () => {
+    const w = tf.tidy(() => tf.variable(tf.ones([1, 3, 4, 4])));
+    const x = tf.ones([2, 1, 8, 4]) as tf.Tensor4D;
+    const conv = (): number => tf.tidy(() => tf.conv2d(x, w as unknown as tf.Tensor4D, 1, 'same').dataSync()[8]);
+    expect(conv()).toBe(12);
+    const view = writableHostView(w);
+    expect(view).toBeDefined();
+    view!.fill(2);
+    markWritten(w);
+    expect(conv()).toBe(24);
+    tf.dispose([w, x]);
+  });
+
+  it('an updated weight is seen by matMul and EMA follows the parameters', () => {
+    const store = new ParamStore(new Rng(3));
+    const w = store.param('w', [16, 8], 'glorot');
+    const x = tf.ones([32, 16]);
+    const before = tf.matMul(x, w).dataSync().slice();
+    const opt = new AdamOptimizer(store, { kind: 'adam', weightDecay: 0 });
+    const ema = { values: opt.flatParams(), decay: 0.5 };
+    const emaBefore = ema.values.slice();
+    const g = tf.ones([16, 8]);
+    opt.apply({ w: g }, 0.1, undefined, ema);
+    const after = tf.matMul(x, store.get('w')).dataSync();
+    // Adam's first step moves every entry by lr * sign(g) = 0.1; each output sums 16 entries.
+    for (let i = 0; i < after.length; i++) expect(after[i]).toBeCloseTo(before[i] - 1.6, 4);
+    const now = store.get('w').dataSync();
+    for (let i = 0; i < now.length; i++) expect(ema.values[i]).toBeCloseTo(0.5 * emaBefore[i] + 0.5 * now[i], 6);
+    tf.dispose([x, g]);
+    opt.dispose();
+    store.dispose();
+  });
+
+  it('does not write through storage shared with another tensor', () => {
+    const store = new ParamStore(new Rng(4));
+    const w = store.param('w', [3, 3], 'glorot');
+    const alias = tf.reshape(w, [9]); // shares w's storage
+    const snapshot = alias.dataSync().slice();
+    const opt = new AdamOptimizer(store, { kind: 'adam', weightDecay: 0 });
+    const g = tf.ones([3, 3]);
+    opt.apply({ w: g }, 0.1);
+    expect(Array.from(alias.dataSync())).toEqual(Array.from(snapshot));
+    const moved = store.get('w').dataSync();
+    for (let i = 0; i < 9; i++) expect(moved[i]).toBeCloseTo(snapshot[i] - 0.1, 5);
+    tf.dispose([alias, g]);
+    opt.dispose();
+    store.dispose();
+  });
+
+  it('rejects missing, mis-sized and non-finite gradients with the parameter named', () => {
+    const store = new ParamStore(new Rng(5));
+    store.param('w', [2, 2], 'glorot');
+    const opt = new AdamOptimizer(store, { kind: 'adam' });
+    expect(() => opt.apply({}, 0.1)).toThrow(/no gradient for parameter 'w'/);
+    const bad = tf.ones([3]);
+    expect(() => opt.apply({ w: bad }, 0.1)).toThrow(/gradient of 'w' has 3 values/);
+    const nan = tf.tensor2d([[NaN, 1], [1, 1]]);
+    expect(() => opt.apply({ w: nan }, 0.1)).toThrow(/NaN or Inf/);
+    tf.dispose([bad, nan]);
+    opt.dispose();
+    store.dispose();
+  });
+});
