@@ -7,6 +7,7 @@ import { fail } from '../util/validate.js';
 import { fieldNetwork, type FieldNetConfig } from './fieldNet.js';
 import { mlpNetwork, type MlpConfig } from './mlp.js';
 import type { ParamStore } from './params.js';
+import { replayable } from './replay.js';
 
 export interface ModelSpec {
   readonly kind: string;
@@ -15,11 +16,20 @@ export interface ModelSpec {
 
 export type NetworkBuilder = (config: Record<string, unknown>, store: ParamStore) => Network;
 
-const builders = new Map<string, NetworkBuilder>();
+export interface NetworkKindOptions {
+  /**
+   * The network's kernels and their attributes depend only on input shapes (true of networks
+   * made of src/nn layers). Inference calls then replay recorded kernels (see replay.ts).
+   */
+  readonly staticGraph?: boolean;
+}
 
-export function registerNetwork(kind: string, builder: NetworkBuilder): void {
+const builders = new Map<string, { build: NetworkBuilder; opts: NetworkKindOptions }>();
+
+export function registerNetwork(kind: string, builder: NetworkBuilder, opts: NetworkKindOptions = {}): void {
   if (typeof kind !== 'string' || kind.length === 0) fail('registerNetwork: kind must be a non-empty string');
-  builders.set(kind, builder);
+  if (typeof builder !== 'function') fail(`registerNetwork('${kind}'): builder must be a function (config, store) => network`);
+  builders.set(kind, { build: builder, opts });
 }
 
 export function networkKinds(): string[] {
@@ -30,8 +40,14 @@ export function networkKinds(): string[] {
 export function buildNetwork(spec: ModelSpec, store: ParamStore): Network {
   const b = builders.get(spec?.kind);
   if (!b) fail(`model.kind: unknown network kind '${String(spec?.kind)}' (registered: ${networkKinds().join(', ') || 'none'})`);
-  return b(spec.config, store);
+  const net = b.build(spec.config, store);
+  return b.opts.staticGraph ? replayable(net) : net;
 }
 
-registerNetwork('mlp', (config, store) => mlpNetwork(config as unknown as MlpConfig, store));
-registerNetwork('field-conv', (config, store) => fieldNetwork(config as unknown as FieldNetConfig, store));
+/** Release what a network built here holds besides its parameters (replay traces); safe on any network. */
+export function releaseNetwork(net: Network): void {
+  (net as Network & { dispose?: () => void }).dispose?.();
+}
+
+registerNetwork('mlp', (config, store) => mlpNetwork(config as unknown as MlpConfig, store), { staticGraph: true });
+registerNetwork('field-conv', (config, store) => fieldNetwork(config as unknown as FieldNetConfig, store), { staticGraph: true });

@@ -8,7 +8,7 @@ import '../backend/registerGradients.js';
 import { Observable } from 'rxjs';
 import type { Network } from '../denoiser/denoiser.js';
 import { ParamStore } from '../nn/params.js';
-import { buildNetwork, type ModelSpec } from '../nn/registry.js';
+import { buildNetwork, releaseNetwork, type ModelSpec } from '../nn/registry.js';
 import { Rng } from '../rng/rng.js';
 import { checkFiniteTensor, checkNumber, fail } from '../util/validate.js';
 import { loadCheckpoint, saveCheckpoint, type CheckpointMeta } from './checkpoint.js';
@@ -87,6 +87,7 @@ export class Trainer {
   readonly emaNet: Network;
   private readonly opt: AdamOptimizer;
   private emaFlat?: Float32Array;
+  private innerEmaNet?: Network;
   private emaDirty = false;
   private readonly rng: Rng;
   private order: Int32Array = new Int32Array(0);
@@ -117,6 +118,7 @@ export class Trainer {
     if (this.ema) {
       this.emaFlat = this.opt.flatParams(this.ema);
       const inner = buildNetwork(config.model, this.ema);
+      this.innerEmaNet = inner;
       // The EMA lives in one flat vector; the named EMA weights are refreshed only when used.
       this.emaNet = (x, t, c) => {
         this.syncEma();
@@ -274,6 +276,8 @@ export class Trainer {
   }
 
   dispose(): void {
+    releaseNetwork(this.net);
+    if (this.innerEmaNet) releaseNetwork(this.innerEmaNet);
     this.opt.dispose();
     this.ema?.dispose();
     this.params.dispose();

@@ -81,4 +81,4 @@ export function temporalUnet(config: TemporalUnetConfig, store: ParamStore): Net
     });
 }
 
-registerNetwork('temporal-unet', (config, store) => temporalUnet(config as unknown as TemporalUnetConfig, store));
+registerNetwork('temporal-unet', (config, store) => temporalUnet(config as unknown as TemporalUnetConfig, store), { staticGraph: true });

@@ -10,7 +10,7 @@ import { wrapNetwork, type Denoiser, type Network, type Parameterization } from 
 import { gradientGuidance, guide, inpaint } from '../../../src/guide/index.js';
 import type { GuidanceSchedule } from '../../../src/guide/schedule.js';
 import { ParamStore } from '../../../src/nn/params.js';
-import { buildNetwork, type ModelSpec } from '../../../src/nn/registry.js';
+import { buildNetwork, releaseNetwork, type ModelSpec } from '../../../src/nn/registry.js';
 import { pathFromSpec, type NoisePath } from '../../../src/path/index.js';
 import { Rng } from '../../../src/rng/rng.js';
 import { sample, type SamplerName } from '../../../src/sample/registry.js';
@@ -246,6 +246,7 @@ export class DiffusionPolicy {
   }
 
   dispose(): void {
+    releaseNetwork(this.net);
     this.store.dispose();
   }
 }
