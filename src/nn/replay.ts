@@ -53,7 +53,7 @@ interface EngineInternals {
 
 /** Options of `replayable`. */
 export interface ReplayOptions {
-  /** Traces kept (one per distinct input shape), least recently used dropped first. Default 8. */
+  /** Traces kept (one per distinct input shape, e.g. per serving batch size), least recently used dropped first. Default 16. */
   readonly maxTraces?: number;
 }
 
@@ -211,7 +211,7 @@ function release(trace: Trace): void {
  * first call for each input shape runs normally and records; later calls replay.
  */
 export function replayable(net: Network, opts: ReplayOptions = {}): Network & { dispose(): void } {
-  const maxTraces = opts.maxTraces ?? 8;
+  const maxTraces = opts.maxTraces ?? 16;
   const traces = new Map<string, Trace | null>();
   const wrapped = ((x: tf.Tensor, tFeat: tf.Tensor, cond?: tf.Tensor): tf.Tensor => {
     if (!enabled() || recordingGradients()) return net(x, tFeat, cond);
