@@ -49,7 +49,7 @@ describe('server restart', () => {
       const now = performance.now();
       observations$.next({ timeMs: now, seq: seq++, state: Float64Array.of((now - t0) / 1000, 0, 0, 0, 0) });
     }, 20);
-    const loop = controlLoop({ policy, observations$, rateHz: 50, blendMs: 400, stopAfterMs: 3000 });
+    const loop = controlLoop({ policy, observations$, rateHz: 50, blendMs: 400, stopAfterMs: 6000 });
     const actions: ControlAction[] = [];
     loop.actions$.subscribe((a) => actions.push(a));
     await new Promise((r) => setTimeout(r, 1000));
@@ -60,7 +60,15 @@ describe('server restart', () => {
     await new Promise((r) => setTimeout(r, 1800));
     host = new PolicyHost(engine);
     server = await PolicyServer.start(host, { port });
-    await new Promise((r) => setTimeout(r, 1500));
+    const restartedAt = performance.now();
+    // grpc-js retries the connection on its own backoff (100 ms doubling to 1 s, with jitter), so
+    // on a loaded machine the first chunk after the restart can take a second or more. Wait for
+    // it (bounded), then for the 400 ms crossfade to finish.
+    const deadline = restartedAt + 8000;
+    while (performance.now() < deadline && !actions.some((a) => a.source === 'chunk' && a.timeMs > restartedAt)) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await new Promise((r) => setTimeout(r, 700));
     await loop.stop();
     clearInterval(obsTimer);
     const snap = loop.snapshot();
