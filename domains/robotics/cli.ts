@@ -23,7 +23,8 @@ import { robotBridge, robotServe } from './serve/cli.js';
 
 const USAGE = `usage: scoreflow robot <subcommand> [options]
   import  --zarr PATH [--out FILE.mcap]            Diffusion Policy replay buffer -> episode MCAP
-  collect --env arm-reach --episodes N [--seed S] [--out FILE.mcap]   expert demonstrations
+  collect --env arm-reach --episodes N [--seed S] [--margin M] [--out FILE.mcap]   expert demonstrations
+          (--margin: clearance in m the planner keeps from obstacles, default 0.02)
   train   --env E [--data FILE.mcap | --zarr PATH] [--steps N] [--batch N] [--lr X] [--channels 64,128,256]
           [--objective denoising|flow-matching] [--path P] [--seed S] [--out DIR] [--resume DIR] [--json]
   distill --env E --teacher DIR [--data FILE.mcap | --zarr PATH] [--steps N] [--batch N] [--out DIR] [--json]
@@ -81,14 +82,16 @@ async function robotImport(argv: string[]): Promise<number> {
 }
 
 async function robotCollect(argv: string[]): Promise<number> {
-  const o = parse(argv, { env: { type: 'string' }, episodes: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' } }, USAGE);
+  const o = parse(argv, { env: { type: 'string' }, episodes: { type: 'string' }, seed: { type: 'string' }, margin: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' } }, USAGE);
   const env = choiceOpt(o.env, 'env', ['arm-reach'] as const, 'arm-reach');
+  const safetyMargin = o.margin === undefined ? undefined : numOpt(o.margin, 'margin', 0.02);
+  if (safetyMargin !== undefined && !(safetyMargin >= 0 && safetyMargin <= 0.2)) throw new UsageError(`--margin: expected a clearance in [0, 0.2] m, received '${String(o.margin)}'`);
   const n = intOpt(o.episodes, 'episodes', 200, 1);
   const seed = intOpt(o.seed, 'seed', 0);
   const out = typeof o.out === 'string' ? o.out : `runs/${env}_demos.mcap`;
   const e = await ArmReachEnv.create({ seed });
   const t0 = performance.now();
-  const demos = collectDemos(e, { episodes: n, seed });
+  const demos = collectDemos(e, { episodes: n, seed, safetyMargin });
   e.close();
   const ok = demos.filter((d) => d.success);
   const modes: Record<string, number> = {};

@@ -303,6 +303,24 @@ describe('arm-reach expert', () => {
     }
   });
 
+  it('keeps the requested safety margin from obstacles and validates it', () => {
+    const clearances = (margin: number): number[] =>
+      collectDemos(env, { episodes: 6, seed: 5, safetyMargin: margin }).filter((d) => d.success).map((d) => {
+        env.reset({ seed: d.seed });
+        const obstacles = env.getObstacles();
+        return Math.min(...d.observations.map((o) => armClearance(Array.from(o.subarray(0, 3)), obstacles)));
+      });
+    const tight = clearances(0.02);
+    const wide = clearances(0.06);
+    console.log(`[arm-reach expert] min clearance per episode, margin 0.02: ${tight.map((c) => c.toFixed(3)).join(' ')}; margin 0.06: ${wide.map((c) => c.toFixed(3)).join(' ')}`);
+    expect(wide.length).toBeGreaterThanOrEqual(5);
+    // Executed paths track the planned waypoints to within about a centimetre.
+    for (const c of wide) expect(c).toBeGreaterThan(0.045);
+    expect(Math.min(...wide)).toBeGreaterThan(Math.min(...tight));
+    expect(() => collectDemos(env, { episodes: 1, seed: 1, safetyMargin: -0.1 })).toThrow(/safetyMargin must be a number in \[0, 0.2\]/);
+    expect(() => collectDemos(env, { episodes: 1, seed: 1, safetyMargin: Number.NaN })).toThrow(/safetyMargin/);
+  });
+
   it('plans around a novel obstacle by switching to the free side', () => {
     const obs = env.reset({ seed: 31 });
     const free = planArmReach(obs, { rng: new EnvRng(1), side: 'left' });

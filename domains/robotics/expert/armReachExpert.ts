@@ -237,6 +237,8 @@ export interface ArmReachDemo {
 export interface CollectDemosOptions {
   readonly episodes: number;
   readonly seed: number;
+  /** Clearance (m) the planner keeps from obstacles beyond touching (default 0.02, see planArmReach). */
+  readonly safetyMargin?: number;
 }
 
 /**
@@ -251,16 +253,20 @@ export function collectDemos(env: ArmReachEnv, options: CollectDemosOptions): Ar
     throw new RangeError(`collectDemos: options.episodes must be a positive integer, got ${String(options?.episodes)}`);
   }
   if (!Number.isInteger(options.seed)) throw new TypeError(`collectDemos: options.seed must be an integer, got ${String(options.seed)}`);
+  const margin = options.safetyMargin;
+  if (margin !== undefined && !(typeof margin === 'number' && margin >= 0 && margin <= 0.2)) {
+    throw new RangeError(`collectDemos: options.safetyMargin must be a number in [0, 0.2] m, got ${String(margin)}`);
+  }
   const master = new EnvRng(options.seed);
   const demos: ArmReachDemo[] = [];
   for (let e = 0; e < options.episodes; e++) {
     const seed = master.int(0, 0x7fffffff);
-    demos.push(runExpertEpisode(env, seed, new EnvRng(master.int(0, 0x7fffffff))));
+    demos.push(runExpertEpisode(env, seed, new EnvRng(master.int(0, 0x7fffffff)), margin));
   }
   return demos;
 }
 
-function runExpertEpisode(env: ArmReachEnv, seed: number, rng: EnvRng): ArmReachDemo {
+function runExpertEpisode(env: ArmReachEnv, seed: number, rng: EnvRng, safetyMargin: number | undefined): ArmReachDemo {
   let obs = env.reset({ seed });
   const observations = [obs];
   const actions: Float64Array[] = [];
@@ -270,6 +276,7 @@ function runExpertEpisode(env: ArmReachEnv, seed: number, rng: EnvRng): ArmReach
     dt: env.dt,
     maxSpeed: 0.75 * env.maxJointSpeed,
     actionMode: env.actionMode,
+    safetyMargin,
   });
   if (plan === null) return { observations, actions, rewards, mode: 'none', success: false, seed };
 
