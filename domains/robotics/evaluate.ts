@@ -47,6 +47,12 @@ export interface EvalReport {
   readonly env: string;
   readonly episodes: number;
   readonly successRate: number;
+  /**
+   * Episodes that succeeded without a single constraint violation. On arm-reach a collision
+   * already fails the episode, so this equals successRate; on Push-T with forbidden regions it
+   * counts only the pushes that never entered one.
+   */
+  readonly successWithoutViolationsRate: number;
   readonly meanFinalCoverage?: number;
   readonly meanMaxReward: number;
   readonly meanFinalDistance?: number;
@@ -157,6 +163,7 @@ export function evaluatePolicy(env: Env, policy: DiffusionPolicy, opts: EvalOpti
     env: env.name,
     episodes: per.length,
     successRate: mean(per.map((p) => (p.success ? 1 : 0))),
+    successWithoutViolationsRate: mean(per.map((p) => (p.success && p.violations === 0 ? 1 : 0))),
     meanFinalCoverage: env.name === 'pusht' ? mean(per.map((p) => p.finalCoverage ?? 0)) : undefined,
     meanMaxReward: mean(per.map((p) => p.maxReward)),
     meanFinalDistance: env.name === 'arm-reach' ? mean(per.map((p) => p.finalDistance ?? NaN)) : undefined,

@@ -1,0 +1,53 @@
+import { describe, expect, it } from 'vitest';
+import { PushTEnv } from '../../domains/robotics/env/pusht.js';
+import { evaluatePolicy } from '../../domains/robotics/evaluate.js';
+import { parseGuideSpec } from '../../domains/robotics/guidance/costs.js';
+import { shippedPolicyDir } from '../../domains/robotics/serve/cli.js';
+import { DiffusionPolicy } from '../../domains/robotics/policy/policy.js';
+
+describe('evaluatePolicy', () => {
+  it('aggregates its per-episode results and places the same forbidden regions for the same seed', () => {
+    const policy = DiffusionPolicy.load(shippedPolicyDir('pusht'), { env: 'pusht' });
+    // Short episodes keep the test fast: 40 steps = 5 chunks of 8 actions.
+    const env = new PushTEnv({ maxSteps: 40 });
+    try {
+      const seen: number[][] = [];
+      const run = () =>
+        evaluatePolicy(env, policy, {
+          episodes: 3,
+          seed: 4,
+          novel: 1,
+          guidanceFor: (circles) => {
+            seen.push(circles.flatMap((c) => [c.x, c.y, c.r]));
+            return parseGuideSpec('region:0.00001', 'pusht', { constraints: circles });
+          },
+        });
+      const r = run();
+      expect(r.env).toBe('pusht');
+      expect(r.episodes).toBe(3);
+      expect(r.perEpisode).toHaveLength(3);
+      const mean = (f: (p: (typeof r.perEpisode)[number]) => number): number => r.perEpisode.reduce((a, p) => a + f(p), 0) / 3;
+      expect(r.successRate).toBeCloseTo(mean((p) => (p.success ? 1 : 0)), 12);
+      expect(r.successWithoutViolationsRate).toBeCloseTo(mean((p) => (p.success && p.violations === 0 ? 1 : 0)), 12);
+      expect(r.successWithoutViolationsRate).toBeLessThanOrEqual(r.successRate);
+      expect(r.episodesWithViolations).toBe(r.perEpisode.filter((p) => p.violations > 0).length);
+      expect(r.meanViolationSteps).toBeCloseTo(mean((p) => p.violations), 12);
+      expect(r.meanFinalCoverage).toBeCloseTo(mean((p) => p.finalCoverage!), 12);
+      for (const p of r.perEpisode) {
+        expect(p.steps).toBeLessThanOrEqual(40);
+        expect(p.violations).toBeLessThanOrEqual(p.steps + 1);
+      }
+      expect(r.latencyMs.chunks).toBeGreaterThanOrEqual(3);
+      expect(r.latencyMs.p99).toBeGreaterThanOrEqual(r.latencyMs.p50);
+      // One forbidden circle of radius 30 per episode, and the same ones again for the same seed.
+      expect(seen).toHaveLength(3);
+      for (const c of seen) expect(c).toHaveLength(3);
+      const again = run();
+      expect(seen.slice(3)).toEqual(seen.slice(0, 3));
+      expect(again.perEpisode.map((p) => p.seed)).toEqual(r.perEpisode.map((p) => p.seed));
+    } finally {
+      env.close();
+      policy.dispose();
+    }
+  }, 120_000);
+});
