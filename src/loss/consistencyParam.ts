@@ -7,11 +7,21 @@
  *   c_in   = 1 / sqrt(sig^2 + sd^2)
  * At the boundary t <= tMin: c_skip = 1 and c_out = 0 exactly, so f(x, tMin) = x / alpha(tMin)
  * (= x on VE/EDM paths) whatever the network outputs.
+ *
+ * With `inner` (a Parameterization on the same path) the network is instead an ordinary
+ * denoiser network of that parameterisation, e.g. the teacher's architecture and weights, and
+ *   f(x, t) = c_skip(sig) xs + (1 - c_skip(sig)) D(x, t),
+ * where D is its x0 estimate (any prediction converted to x0). The boundary condition is the
+ * same, and a student initialised from its teacher starts as the teacher's one-step estimate
+ * instead of a network fed inputs and read with scalings it was never trained on.
  * The model is a Denoiser like any other, so the consistency samplers of src/sample apply.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { timeFeature, type Denoiser, type Network } from '../denoiser/denoiser.js';
+import { predictBatch, timeFeature, type Denoiser, type Network, type Parameterization } from '../denoiser/denoiser.js';
 import type { NoisePath } from '../path/types.js';
+import { coefsForBatch } from '../predict/coefs.js';
+import { toX0Eps } from '../predict/convert.js';
+import { checkParam, outputSpace } from './denoising.js';
 import { checkNumber, fail } from '../util/validate.js';
 import { checkNetwork, checkOutputShape, perSample } from './internal.js';
 
@@ -22,6 +32,8 @@ export interface ConsistencyParam {
   readonly sigmaMin: number;
   /** Time of the boundary (scaled sigma = sigmaMin). */
   readonly tMin: number;
+  /** When set, the network is a plain denoiser network of this parameterisation (see above). */
+  readonly inner?: Parameterization;
 }
 
 export interface ConsistencyParamOptions {
@@ -30,6 +42,8 @@ export interface ConsistencyParamOptions {
   readonly sigmaData?: number;
   /** Default: the scaled sigma at path.tMin (0.002 on the default EDM path). */
   readonly sigmaMin?: number;
+  /** The network is a denoiser network of this parameterisation (its path must be `path`). */
+  readonly inner?: Parameterization;
 }
 
 const scaledSigma = (path: NoisePath, t: number): number => path.sigma(t) / path.alpha(t);
@@ -47,6 +61,11 @@ export function consistencyParam(opts: ConsistencyParamOptions): ConsistencyPara
     tMin = path.kind === 'edm' ? sigmaMin : path.tFromLogSnr(-2 * Math.log(sigmaMin));
   }
   if (!(sigmaMin > 0)) fail(`sigmaMin: expected > 0, received ${sigmaMin}`);
+  if (opts.inner !== undefined) {
+    const inner = checkParam(opts.inner);
+    if (inner.path !== path) fail(`inner.path: must be the consistency path itself (received kind '${inner.path.kind}', path kind '${path.kind}')`);
+    return { path, sigmaData, sigmaMin, tMin, inner };
+  }
   return { path, sigmaData, sigmaMin, tMin };
 }
 
@@ -77,8 +96,16 @@ export function consistencyForward(net: Network, cp: ConsistencyParam, x: tf.Ten
   if (t.length !== x.shape[0]) fail(`t: expected ${x.shape[0]} times (one per row of x), received ${t.length}`);
   return tf.tidy(() => {
     const sc = Array.from(t, (v) => consistencyScalings(cp, v));
-    const feat = tf.tensor1d(Array.from(t, (v) => timeFeature(cp.path, Math.max(v, cp.tMin))));
     const xs = tf.div(x, perSample(sc.map((s) => s.alpha), x.rank));
+    if (cp.inner) {
+      const tt = Array.from(t, (v) => Math.max(v, cp.tMin));
+      const out = predictBatch(net, cp.inner, x, tt, cond);
+      checkOutputShape('net', out, x);
+      const kind = outputSpace(cp.inner);
+      const x0 = kind === 'x0' ? out : toX0Eps(out, kind, x, coefsForBatch(cp.path, tt, x.rank)).x0;
+      return tf.add(tf.mul(xs, perSample(sc.map((s) => s.cSkip), x.rank)), tf.mul(x0, perSample(sc.map((s) => 1 - s.cSkip), x.rank)));
+    }
+    const feat = tf.tensor1d(Array.from(t, (v) => timeFeature(cp.path, Math.max(v, cp.tMin))));
     const f = net(tf.mul(xs, perSample(sc.map((s) => s.cIn), x.rank)), feat, cond);
     checkOutputShape('net', f, x);
     return tf.add(tf.mul(xs, perSample(sc.map((s) => s.cSkip), x.rank)), tf.mul(f, perSample(sc.map((s) => s.cOut), x.rank)));

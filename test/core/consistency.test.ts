@@ -83,6 +83,33 @@ describe('consistency parameterisation', () => {
     tf.dispose(vars);
   });
 
+  it("in the 'denoiser' form mixes the input with the network's x0 estimate and keeps the boundary exact", () => {
+    const { net, vars } = mlp(2, 16, 3);
+    const path = vpCosine();
+    for (const prediction of ['eps', 'x0', 'v'] as const) {
+      const param = { path, prediction };
+      const cp = consistencyParam({ path, sigmaData: 0.5, inner: param });
+      const x = tf.tidy(() => new Rng(4).normal([8, 2]));
+      // Boundary: f(x, tMin) = x / alpha(tMin), whatever the network.
+      const yb = consistencyDenoiser(net, cp)(x, cp.tMin);
+      const expectB = tf.div(x, path.alpha(cp.tMin));
+      expect(tf.max(tf.abs(tf.sub(yb, expectB))).dataSync()[0]).toBeLessThan(1e-6);
+      // Elsewhere: c_skip x / alpha + (1 - c_skip) D(x, t), D the network's x0 estimate.
+      for (const t of [0.05, 0.4, 0.9]) {
+        const sc = consistencyScalings(cp, t);
+        const y = consistencyDenoiser(net, cp)(x, t);
+        const d = wrapNetwork(net, param)(x, t);
+        const want = tf.add(tf.mul(tf.div(x, sc.alpha), sc.cSkip), tf.mul(d, 1 - sc.cSkip));
+        expect(tf.max(tf.abs(tf.sub(y, want))).dataSync()[0]).toBeLessThan(1e-5);
+        tf.dispose([y, d, want]);
+      }
+      tf.dispose([x, yb, expectB]);
+    }
+    expect(() => consistencyParam({ path, inner: { path: vpCosine(), prediction: 'eps' } })).toThrow(/inner.path: must be the consistency path itself/);
+    expect(() => consistencyParam({ path, inner: { path, prediction: 'bogus' as 'eps' } })).toThrow(/param.prediction/);
+    tf.dispose(vars);
+  });
+
   it('has the scalings of Song et al. (2023)', () => {
     const cp = consistencyParam({ path: edm({ sigmaData: 0.5 }) });
     expect(cp.sigmaMin).toBe(0.002);

@@ -26,9 +26,12 @@ export interface DiffusionPolicyConfig {
   readonly samplingSteps: number;
   /**
    * Set on consistency-distilled policies: the network is a consistency function (Song et al.
-   * 2023) with these boundary scalings, sampled in one or a few steps.
+   * 2023) with these boundary scalings, sampled in one or a few steps. `form: 'denoiser'` (set
+   * by `robot distill`) means the network keeps the teacher's parameterisation (path and
+   * prediction) and the consistency function mixes its x0 estimate with the input; absent, the
+   * network is preconditioned as in Song et al. (see src/loss/consistencyParam.ts).
    */
-  readonly consistency?: { readonly sigmaData: number; readonly sigmaMin: number };
+  readonly consistency?: { readonly sigmaData: number; readonly sigmaMin: number; readonly form?: 'preconditioned' | 'denoiser' };
 }
 
 export const DEFAULT_POLICY: Omit<DiffusionPolicyConfig, 'env' | 'obsDim' | 'actionDim'> = {
@@ -59,5 +62,11 @@ export function validatePolicyConfig(c: DiffusionPolicyConfig): DiffusionPolicyC
   checkOneOf('policy.objective', c.objective, ['denoising', 'flow-matching']);
   checkOneOf('policy.sampler', c.sampler, SAMPLER_NAMES);
   checkNumber('policy.samplingSteps', c.samplingSteps, { integer: true, min: 1 });
+  if (c.consistency !== undefined) {
+    if (!c.consistency || typeof c.consistency !== 'object') fail('policy.consistency: expected { sigmaData, sigmaMin, form? }');
+    checkNumber('policy.consistency.sigmaData', c.consistency.sigmaData, { min: Number.MIN_VALUE });
+    checkNumber('policy.consistency.sigmaMin', c.consistency.sigmaMin, { min: Number.MIN_VALUE });
+    checkOneOf('policy.consistency.form', c.consistency.form ?? 'preconditioned', ['preconditioned', 'denoiser']);
+  }
   return c;
 }

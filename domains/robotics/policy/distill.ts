@@ -29,8 +29,10 @@ export function policyDistiller(teacher: DiffusionPolicy, demos: readonly Demo[]
   const F = teacher.features.outputDim;
   const x = tf.tensor3d(teacher.actionNormalizer.normalize(w.actions), [w.count, cfg.predHorizon, cfg.actionDim]);
   const cond = tf.tensor2d(teacher.obsNormalizer.normalize(w.obs), [w.count, cfg.obsHorizon * F]);
-  // Normalised actions lie in [-1, 1]: sigma_data 0.5 as in EDM.
-  const cparam = consistencyParam({ path: teacher.path, sigmaData: 0.5 });
+  // Normalised actions lie in [-1, 1]: sigma_data 0.5 as in EDM. The student keeps the teacher's
+  // parameterisation ('denoiser' form), so starting from the teacher's weights it starts as the
+  // teacher's one-step x0 estimate.
+  const cparam = consistencyParam({ path: teacher.path, sigmaData: 0.5, inner: teacher.param });
   const loss = consistencyDistillationLoss({
     cparam,
     teacher: { net: teacher.network, param: teacher.param },
@@ -39,7 +41,7 @@ export function policyDistiller(teacher: DiffusionPolicy, demos: readonly Demo[]
     metric: 'pseudo-huber',
     checkFinite: false,
   });
-  const studentConfig: DiffusionPolicyConfig = { ...cfg, sampler: 'consistency-1step', samplingSteps: 1, consistency: { sigmaData: cparam.sigmaData, sigmaMin: cparam.sigmaMin } };
+  const studentConfig: DiffusionPolicyConfig = { ...cfg, sampler: 'consistency-1step', samplingSteps: 1, consistency: { sigmaData: cparam.sigmaData, sigmaMin: cparam.sigmaMin, form: 'denoiser' } };
   const lr = opts.lr ?? 2e-4;
   const trainer = new Trainer(
     {

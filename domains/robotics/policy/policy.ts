@@ -15,7 +15,7 @@ import { pathFromSpec, type NoisePath } from '../../../src/path/index.js';
 import { Rng } from '../../../src/rng/rng.js';
 import { sample, type SamplerName } from '../../../src/sample/registry.js';
 import { loadCheckpoint, saveCheckpoint } from '../../../src/train/checkpoint.js';
-import { consistencyDenoiser, consistencyParam } from '../../../src/loss/consistencyParam.js';
+import { consistencyDenoiser, consistencyParam, type ConsistencyParam } from '../../../src/loss/consistencyParam.js';
 import { checkNumber, fail } from '../../../src/util/validate.js';
 import '../model/temporalUnet.js';
 import { validatePolicyConfig, type DiffusionPolicyConfig } from './config.js';
@@ -165,10 +165,17 @@ export class DiffusionPolicy {
     return { den, project, dispose: () => owned.forEach((t) => t.dispose()) };
   }
 
+  /** The consistency parameterisation of a distilled policy (undefined for a diffusion policy). */
+  consistencyParam(): ConsistencyParam | undefined {
+    const c = this.config.consistency;
+    if (!c) return undefined;
+    return consistencyParam({ path: this.path, sigmaData: c.sigmaData, sigmaMin: c.sigmaMin, inner: c.form === 'denoiser' ? this.param : undefined });
+  }
+
   /** The denoiser of the network alone: diffusion parameterisation, or consistency function when distilled. */
   baseDenoiser(cond: tf.Tensor): Denoiser {
     const c = this.config.consistency;
-    if (c) return consistencyDenoiser(this.net, consistencyParam({ path: this.path, sigmaData: c.sigmaData, sigmaMin: c.sigmaMin }), cond);
+    if (c) return consistencyDenoiser(this.net, this.consistencyParam()!, cond);
     return wrapNetwork(this.net, this.param, cond);
   }
 

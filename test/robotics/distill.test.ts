@@ -1,0 +1,58 @@
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadPushtDemos } from '../../domains/robotics/data/pushtDemos.js';
+import { policyDistiller } from '../../domains/robotics/policy/distill.js';
+import { DiffusionPolicy } from '../../domains/robotics/policy/policy.js';
+import { shippedPolicyDir } from '../../domains/robotics/serve/cli.js';
+
+describe('consistency distillation of a policy', () => {
+  it("starts from the teacher's one-step estimate, trains, and round-trips through a checkpoint", async () => {
+    const teacher = DiffusionPolicy.load(shippedPolicyDir('pusht'), { env: 'pusht' });
+    const demos = await loadPushtDemos(undefined, { episodes: 3 });
+    const d = policyDistiller(teacher, demos, { steps: 3, batchSize: 8, seed: 1 });
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'sf-distill-'));
+    try {
+      const cond = tf.tidy(() => tf.randomUniform([4, teacher.config.obsHorizon * teacher.features.outputDim], -1, 1, 'float32', 3));
+      const x = tf.tidy(() => tf.randomNormal([4, teacher.config.predHorizon, teacher.config.actionDim], 0, 1, 'float32', 4));
+      const tMax = teacher.path.tMax;
+      // Before any step the student is the teacher with a consistency boundary: at tMax its
+      // output is c_skip x / alpha + (1 - c_skip) x0_teacher, with c_skip ~ 0.25 / (1 + sig^2).
+      const s0 = d.student();
+      expect(s0.config.consistency).toMatchObject({ form: 'denoiser', sigmaData: 0.5 });
+      const cp = s0.consistencyParam()!;
+      const a = s0.baseDenoiser(cond)(x, tMax);
+      const b = teacher.baseDenoiser(cond)(x, tMax);
+      const sig = teacher.path.sigma(tMax) / teacher.path.alpha(tMax);
+      const cSkip = 0.25 / ((sig - cp.sigmaMin) ** 2 + 0.25);
+      const want = tf.add(tf.mul(tf.div(x, teacher.path.alpha(tMax)), cSkip), tf.mul(b, 1 - cSkip));
+      expect(tf.max(tf.abs(tf.sub(a, want))).dataSync()[0]).toBeLessThan(1e-4);
+      s0.dispose();
+
+      const losses: number[] = [];
+      for (let i = 0; i < 3; i++) losses.push(d.trainer.trainStep().loss);
+      for (const l of losses) expect(Number.isFinite(l) && l >= 0).toBe(true);
+
+      const s1 = d.student();
+      await s1.save(dir);
+      const back = DiffusionPolicy.load(dir, { env: 'pusht' });
+      expect(back.config.consistency).toEqual(s1.config.consistency);
+      expect(back.config.sampler).toBe('consistency-1step');
+      const window = [Float64Array.of(200, 300, 256, 300, 0.3), Float64Array.of(202, 300, 256, 300, 0.3)];
+      const c1 = s1.predictChunks([window], { seed: 5 });
+      const c2 = back.predictChunks([window], { seed: 5 });
+      expect(c1.chunks[0]).toHaveLength(teacher.config.predHorizon * 2);
+      expect(Array.from(c2.chunks[0]!)).toEqual(Array.from(c1.chunks[0]!));
+      tf.dispose([cond, x, a, b, want]);
+      s1.dispose();
+      back.dispose();
+    } finally {
+      d.dispose();
+      teacher.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
