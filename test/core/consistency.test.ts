@@ -348,3 +348,44 @@ describe('consistency distillation from the analytic Gaussian teacher', () => {
     expect(rmse).toBeLessThan(0.06);
   });
 });
+
+describe("consistency distillation in the 'denoiser' form on a VP path", () => {
+  it('the one-step student approaches the teacher from a random start', () => {
+    const path = vpCosine();
+    const cp = consistencyParam({ path, sigmaData: 0.5, inner: { path, prediction: 'x0' } });
+    const spec = { mean: [0.5, -0.25], cov: [[0.3, 0.12], [0.12, 0.2]] };
+    const teacher = gaussianDenoiser(spec, path);
+    const L = [[Math.sqrt(0.3), 0], [0.12 / Math.sqrt(0.3), Math.sqrt(0.2 - 0.12 ** 2 / 0.3)]];
+    const Lt = tf.tensor2d([[L[0][0], L[1][0]], [0, L[1][1]]]);
+    const mu = tf.tensor1d(spec.mean);
+    const draw = (rng: Rng, n: number): tf.Tensor => tf.tidy(() => tf.add(tf.matMul(rng.normal([n, 2]), Lt), mu));
+    const { net, vars } = mlp(2, 64, 7);
+    const ema = emaCopy(2, 64, vars);
+    const loss = consistencyDistillationLoss({ cparam: cp, teacher, solver: 'heun', grid: consistencyGrid(cp, 30), metric: 'pseudo-huber' });
+    const noise = tf.tidy(() => tf.mul(new Rng(99).normal([4000, 2]), path.sigma(path.tMax)));
+    const ref = heunEdm(teacher, noise, karrasGrid(path, 40), path);
+    const oneStep = (n: Network): tf.Tensor => consistencyOneStep(consistencyDenoiser(n, cp), noise, [path.tMax, 0], path);
+    const rmseVsTeacher = (n: Network): number => tf.tidy(() => Math.sqrt(tf.mean(tf.square(tf.sub(oneStep(n), ref))).dataSync()[0]));
+    const before = rmseVsTeacher(ema.net);
+    const opt = tf.train.adam(2e-3);
+    const rng = new Rng(18);
+    for (let step = 0; step < 800; step++) {
+      const x0 = draw(rng, 256);
+      (opt.minimize(() => loss(net, ema.net, x0, rng), true, vars) as tf.Scalar).dispose();
+      x0.dispose();
+      ema.update(0.95);
+    }
+    const after = rmseVsTeacher(ema.net);
+    const cm = oneStep(ema.net);
+    const a = meanCov(cm);
+    const b = meanCov(ref);
+    console.log(`VP, denoiser form: rmse vs teacher ${before.toFixed(3)} -> ${after.toFixed(3)}; mean ${fmt(a.mean)} vs ${fmt(b.mean)}, cov ${fmt(a.cov)} vs ${fmt(b.cov)}`);
+    tf.dispose([noise, ref, cm, Lt, mu, ...vars, ...ema.vars]);
+    opt.dispose();
+    // Measured: 0.633 -> 0.054; mean within 0.03, covariance entries within 0.04.
+    expect(before).toBeGreaterThan(0.3);
+    expect(after).toBeLessThan(0.12);
+    for (let k = 0; k < 2; k++) expect(Math.abs(a.mean[k] - b.mean[k])).toBeLessThan(0.06);
+    for (let i = 0; i < 2; i++) for (let j = 0; j < 2; j++) expect(Math.abs(a.cov[i][j] - b.cov[i][j])).toBeLessThan(0.07);
+  }, 60_000);
+});
