@@ -20,6 +20,8 @@ export interface DistillOptions {
   readonly seed?: number;
   /** Discretisation points N of the teacher ODE (default 20). */
   readonly gridPoints?: number;
+  /** Distance between online and target chunks (default 'pseudo-huber'). */
+  readonly metric?: 'l2' | 'pseudo-huber';
 }
 
 export function policyDistiller(teacher: DiffusionPolicy, demos: readonly Demo[], opts: DistillOptions): { trainer: Trainer; student: () => DiffusionPolicy; dispose: () => void } {
@@ -38,7 +40,7 @@ export function policyDistiller(teacher: DiffusionPolicy, demos: readonly Demo[]
     teacher: { net: teacher.network, param: teacher.param },
     solver: 'heun',
     grid: consistencyGrid(cparam, opts.gridPoints ?? 20),
-    metric: 'pseudo-huber',
+    metric: opts.metric ?? 'pseudo-huber',
     checkFinite: false,
   });
   const studentConfig: DiffusionPolicyConfig = { ...cfg, sampler: 'consistency-1step', samplingSteps: 1, consistency: { sigmaData: cparam.sigmaData, sigmaMin: cparam.sigmaMin, form: 'denoiser' } };
