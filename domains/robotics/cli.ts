@@ -15,7 +15,7 @@ import { evaluatePolicy, type Circle } from './evaluate.js';
 import { DEFAULT_POLICY, type DiffusionPolicyConfig } from './policy/config.js';
 import { DiffusionPolicy, type CostTerm } from './policy/policy.js';
 import { policyTrainer } from './policy/train.js';
-import { policyDistiller } from './policy/distill.js';
+import { DEFAULT_DISTILL_SIGMA_DATA, policyDistiller } from './policy/distill.js';
 import type { Demo } from './policy/windows.js';
 // eslint-disable-next-line
 import { parseGuideSpec } from './guidance/index.js';
@@ -27,7 +27,7 @@ const USAGE = `usage: scoreflow robot <subcommand> [options]
           (--margin: clearance in m the planner keeps from obstacles, default 0.02)
   train   --env E [--data FILE.mcap | --zarr PATH] [--steps N] [--batch N] [--lr X] [--channels 64,128,256]
           [--objective denoising|flow-matching] [--path P] [--seed S] [--out DIR] [--resume DIR] [--json]
-  distill --env E --teacher DIR [--data FILE.mcap | --zarr PATH] [--steps N] [--batch N] [--out DIR] [--json]
+  distill --env E --teacher DIR [--data FILE.mcap | --zarr PATH] [--steps N] [--batch N] [--lr X] [--sigma-data S] [--out DIR] [--json]
           consistency-distil a trained policy into a one-step policy
   export  --env E --checkpoint DIR --out DIR      inference-only copy (EMA weights, no optimiser state)
   eval    --env E --checkpoint DIR [--episodes N] [--seed S] [--guide obstacle:2,smooth:0.1]
@@ -223,17 +223,19 @@ async function robotEval(argv: string[]): Promise<number> {
 async function robotDistill(argv: string[]): Promise<number> {
   const o = parse(
     argv,
-    { env: { type: 'string' }, teacher: { type: 'string' }, data: { type: 'string' }, zarr: { type: 'string' }, steps: { type: 'string' }, batch: { type: 'string' }, lr: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' } },
+    { env: { type: 'string' }, teacher: { type: 'string' }, data: { type: 'string' }, zarr: { type: 'string' }, steps: { type: 'string' }, batch: { type: 'string' }, lr: { type: 'string' }, seed: { type: 'string' }, 'sigma-data': { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' } },
     USAGE,
   );
   const env = choiceOpt(o.env, 'env', ENV_NAMES, 'pusht');
+  const sigmaData = numOpt(o['sigma-data'], 'sigma-data', DEFAULT_DISTILL_SIGMA_DATA);
+  if (!(sigmaData > 0)) throw new UsageError(`--sigma-data: expected a positive number, received '${String(o['sigma-data'])}'`);
   if (typeof o.teacher !== 'string') throw new UsageError('--teacher DIR (a trained policy checkpoint) is required');
   const json = Boolean(o.json);
   await setBackend('auto');
   const teacher = DiffusionPolicy.load(o.teacher, { env });
   const demos = await loadDemos(env, typeof o.data === 'string' ? o.data : undefined, typeof o.zarr === 'string' ? o.zarr : undefined);
   const steps = intOpt(o.steps, 'steps', 2000, 1);
-  const d = policyDistiller(teacher, demos, { steps, batchSize: intOpt(o.batch, 'batch', 64, 1), lr: numOpt(o.lr, 'lr', 2e-4), seed: intOpt(o.seed, 'seed', 0) });
+  const d = policyDistiller(teacher, demos, { steps, batchSize: intOpt(o.batch, 'batch', 64, 1), lr: numOpt(o.lr, 'lr', 2e-4), seed: intOpt(o.seed, 'seed', 0), sigmaData });
   const out = typeof o.out === 'string' ? o.out : `runs/policy-${env}-cd`;
   const bar = progressSink({ json, label: `distill ${env}` });
   const t0 = performance.now();

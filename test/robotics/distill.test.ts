@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadPushtDemos } from '../../domains/robotics/data/pushtDemos.js';
-import { policyDistiller } from '../../domains/robotics/policy/distill.js';
+import { DEFAULT_DISTILL_SIGMA_DATA, policyDistiller } from '../../domains/robotics/policy/distill.js';
 import { DiffusionPolicy } from '../../domains/robotics/policy/policy.js';
 import { shippedPolicyDir } from '../../domains/robotics/serve/cli.js';
 
@@ -20,14 +20,15 @@ describe('consistency distillation of a policy', () => {
       const x = tf.tidy(() => tf.randomNormal([4, teacher.config.predHorizon, teacher.config.actionDim], 0, 1, 'float32', 4));
       const tMax = teacher.path.tMax;
       // Before any step the student is the teacher with a consistency boundary: at tMax its
-      // output is c_skip x / alpha + (1 - c_skip) x0_teacher, with c_skip ~ 0.25 / (1 + sig^2).
+      // output is c_skip x / alpha + (1 - c_skip) x0_teacher.
       const s0 = d.student();
-      expect(s0.config.consistency).toMatchObject({ form: 'denoiser', sigmaData: 0.5 });
+      expect(s0.config.consistency).toMatchObject({ form: 'denoiser', sigmaData: DEFAULT_DISTILL_SIGMA_DATA });
       const cp = s0.consistencyParam()!;
       const a = s0.baseDenoiser(cond)(x, tMax);
       const b = teacher.baseDenoiser(cond)(x, tMax);
       const sig = teacher.path.sigma(tMax) / teacher.path.alpha(tMax);
-      const cSkip = 0.25 / ((sig - cp.sigmaMin) ** 2 + 0.25);
+      const sd2 = cp.sigmaData ** 2;
+      const cSkip = sd2 / ((sig - cp.sigmaMin) ** 2 + sd2);
       const want = tf.add(tf.mul(tf.div(x, teacher.path.alpha(tMax)), cSkip), tf.mul(b, 1 - cSkip));
       expect(tf.max(tf.abs(tf.sub(a, want))).dataSync()[0]).toBeLessThan(1e-4);
       s0.dispose();

@@ -13,6 +13,16 @@ import type { DiffusionPolicyConfig } from './config.js';
 import { DiffusionPolicy } from './policy.js';
 import { buildWindows, type Demo } from './windows.js';
 
+/**
+ * Default sigma_data of the student's boundary scalings. The student keeps its teacher's
+ * parameterisation, f = c_skip x / alpha + (1 - c_skip) D; with EDM's 0.5, c_skip mixes up to a
+ * third of the noisy input into f at middle noise levels, so the initial student is far from
+ * consistent there and distillation drifts away from the teacher (`benchmarks/distill.ts`).
+ * 0.02 keeps c_skip near 0 away from the boundary, so the student starts as the teacher's x0
+ * estimate at every noise level.
+ */
+export const DEFAULT_DISTILL_SIGMA_DATA = 0.02;
+
 export interface DistillOptions {
   readonly steps: number;
   readonly batchSize?: number;
@@ -20,6 +30,11 @@ export interface DistillOptions {
   readonly seed?: number;
   /** Discretisation points N of the teacher ODE (default 20). */
   readonly gridPoints?: number;
+  /**
+   * sigma_data of the boundary scalings: c_skip = s^2 / ((sig - sig_min)^2 + s^2) weights the
+   * noisy input in the student's output (default DEFAULT_DISTILL_SIGMA_DATA).
+   */
+  readonly sigmaData?: number;
   /** Distance between online and target chunks (default 'pseudo-huber'). */
   readonly metric?: 'l2' | 'pseudo-huber';
 }
@@ -31,10 +46,9 @@ export function policyDistiller(teacher: DiffusionPolicy, demos: readonly Demo[]
   const F = teacher.features.outputDim;
   const x = tf.tensor3d(teacher.actionNormalizer.normalize(w.actions), [w.count, cfg.predHorizon, cfg.actionDim]);
   const cond = tf.tensor2d(teacher.obsNormalizer.normalize(w.obs), [w.count, cfg.obsHorizon * F]);
-  // Normalised actions lie in [-1, 1]: sigma_data 0.5 as in EDM. The student keeps the teacher's
-  // parameterisation ('denoiser' form), so starting from the teacher's weights it starts as the
-  // teacher's one-step x0 estimate.
-  const cparam = consistencyParam({ path: teacher.path, sigmaData: 0.5, inner: teacher.param });
+  // The student keeps the teacher's parameterisation ('denoiser' form), so starting from the
+  // teacher's weights it starts as the teacher's x0 estimate (see DEFAULT_DISTILL_SIGMA_DATA).
+  const cparam = consistencyParam({ path: teacher.path, sigmaData: checkNumber('sigmaData', opts.sigmaData ?? DEFAULT_DISTILL_SIGMA_DATA, { min: Number.MIN_VALUE }), inner: teacher.param });
   const loss = consistencyDistillationLoss({
     cparam,
     teacher: { net: teacher.network, param: teacher.param },
