@@ -60,6 +60,17 @@ function meanCov(x: tf.Tensor): { mean: number[]; cov: number[][] } {
   return { mean, cov };
 }
 
+/** The 2-D Gaussian of the distillation tests, its analytic teacher on `path`, and a sampler of it. */
+function gaussianToy(path: Parameters<typeof gaussianDenoiser>[1]) {
+  const spec = { mean: [0.5, -0.25], cov: [[0.3, 0.12], [0.12, 0.2]] };
+  const teacher = gaussianDenoiser(spec, path);
+  const L = [[Math.sqrt(0.3), 0], [0.12 / Math.sqrt(0.3), Math.sqrt(0.2 - 0.12 ** 2 / 0.3)]];
+  const Lt = tf.tensor2d([[L[0][0], L[1][0]], [0, L[1][1]]]);
+  const mu = tf.tensor1d(spec.mean);
+  const draw = (rng: Rng, n: number): tf.Tensor => tf.tidy(() => tf.add(tf.matMul(rng.normal([n, 2]), Lt), mu));
+  return { spec, teacher, Lt, mu, draw };
+}
+
 const fmt = (v: number[] | number[][]): string => JSON.stringify(v, (_, x) => (typeof x === 'number' ? Number(x.toFixed(3)) : x));
 
 describe('consistency parameterisation', () => {
@@ -289,12 +300,7 @@ describe('consistency distillation from the analytic Gaussian teacher', () => {
     const t0 = performance.now();
     const path = edm({ sigmaData: 0.5 });
     const cp = consistencyParam({ path });
-    const spec = { mean: [0.5, -0.25], cov: [[0.3, 0.12], [0.12, 0.2]] };
-    const teacher = gaussianDenoiser(spec, path);
-    const L = [[Math.sqrt(0.3), 0], [0.12 / Math.sqrt(0.3), Math.sqrt(0.2 - 0.12 ** 2 / 0.3)]];
-    const Lt = tf.tensor2d([[L[0][0], L[1][0]], [0, L[1][1]]]);
-    const mu = tf.tensor1d(spec.mean);
-    const draw = (rng: Rng, n: number): tf.Tensor => tf.tidy(() => tf.add(tf.matMul(rng.normal([n, 2]), Lt), mu));
+    const { spec, teacher, Lt, mu, draw } = gaussianToy(path);
 
     // N = 30: the consistency model learns the teacher's Heun map on its own grid, and at
     // N = 18 that map alone overestimates the covariance by ~10% (measured: [[0.329, 0.129],
@@ -353,12 +359,7 @@ describe("consistency distillation in the 'denoiser' form on a VP path", () => {
   it('the one-step student approaches the teacher from a random start', () => {
     const path = vpCosine();
     const cp = consistencyParam({ path, sigmaData: 0.5, inner: { path, prediction: 'x0' } });
-    const spec = { mean: [0.5, -0.25], cov: [[0.3, 0.12], [0.12, 0.2]] };
-    const teacher = gaussianDenoiser(spec, path);
-    const L = [[Math.sqrt(0.3), 0], [0.12 / Math.sqrt(0.3), Math.sqrt(0.2 - 0.12 ** 2 / 0.3)]];
-    const Lt = tf.tensor2d([[L[0][0], L[1][0]], [0, L[1][1]]]);
-    const mu = tf.tensor1d(spec.mean);
-    const draw = (rng: Rng, n: number): tf.Tensor => tf.tidy(() => tf.add(tf.matMul(rng.normal([n, 2]), Lt), mu));
+    const { spec, teacher, Lt, mu, draw } = gaussianToy(path);
     const { net, vars } = mlp(2, 64, 7);
     const ema = emaCopy(2, 64, vars);
     const loss = consistencyDistillationLoss({ cparam: cp, teacher, solver: 'heun', grid: consistencyGrid(cp, 30), metric: 'pseudo-huber' });

@@ -60,6 +60,8 @@ export class DiffusionPolicy {
   readonly path: NoisePath;
   readonly param: Parameterization;
   private readonly net: Network;
+  /** Consistency parameterisation of a distilled policy, built once. */
+  private readonly cparam: ConsistencyParam | undefined;
   private callCount = 0;
 
   constructor(
@@ -75,6 +77,8 @@ export class DiffusionPolicy {
     this.path = pathFromSpec(config.path);
     this.param = { path: this.path, prediction: config.prediction };
     this.net = buildNetwork(DiffusionPolicy.modelSpec(config, this.features.outputDim), store);
+    const c = config.consistency;
+    this.cparam = c ? consistencyParam({ path: this.path, sigmaData: c.sigmaData, sigmaMin: c.sigmaMin, inner: c.form === 'denoiser' ? this.param : undefined }) : undefined;
   }
 
   static modelSpec(c: DiffusionPolicyConfig, featureDim: number): ModelSpec {
@@ -167,15 +171,12 @@ export class DiffusionPolicy {
 
   /** The consistency parameterisation of a distilled policy (undefined for a diffusion policy). */
   consistencyParam(): ConsistencyParam | undefined {
-    const c = this.config.consistency;
-    if (!c) return undefined;
-    return consistencyParam({ path: this.path, sigmaData: c.sigmaData, sigmaMin: c.sigmaMin, inner: c.form === 'denoiser' ? this.param : undefined });
+    return this.cparam;
   }
 
   /** The denoiser of the network alone: diffusion parameterisation, or consistency function when distilled. */
   baseDenoiser(cond: tf.Tensor): Denoiser {
-    const c = this.config.consistency;
-    if (c) return consistencyDenoiser(this.net, this.consistencyParam()!, cond);
+    if (this.cparam) return consistencyDenoiser(this.net, this.cparam, cond);
     return wrapNetwork(this.net, this.param, cond);
   }
 
