@@ -8,6 +8,7 @@ import { PATH_KINDS } from '../../src/path/index.js';
 import { SAMPLER_NAMES } from '../../src/sample/registry.js';
 import { ArmReachEnv } from './env/armReach.js';
 import { collectDemos } from './expert/armReachExpert.js';
+import { collectCorrections } from './expert/corrections.js';
 import { readEpisodesMcap, writeEpisodesMcap, type EpisodeRecord } from './data/episodes.js';
 import { DEFAULT_PUSHT_ZARR, loadPushtDemos } from './data/pushtDemos.js';
 import { ENV_NAMES, makeEnv } from './envs.js';
@@ -25,8 +26,11 @@ const USAGE = `usage: scoreflow robot <subcommand> [options]
   import  --zarr PATH [--out FILE.mcap]            Diffusion Policy replay buffer -> episode MCAP
   collect --env arm-reach --episodes N [--seed S] [--margin M] [--out FILE.mcap]   expert demonstrations
           (--margin: clearance in m the planner keeps from obstacles, default 0.02)
-  train   --env E [--data FILE.mcap | --zarr PATH] [--steps N] [--batch N] [--lr X] [--channels 64,128,256]
-          [--objective denoising|flow-matching] [--path P] [--seed S] [--out DIR] [--resume DIR] [--json]
+  collect --env arm-reach --policy DIR --episodes N [--seed S] [--margin M] [--every K] [--out FILE.mcap]
+          expert corrections at the states the policy visits (DAgger); train on both files with
+          'train --data demos.mcap,corrections.mcap --init DIR'
+  train   --env E [--data FILE.mcap[,FILE.mcap...] | --zarr PATH] [--steps N] [--batch N] [--lr X] [--channels 64,128,256]
+          [--objective denoising|flow-matching] [--path P] [--seed S] [--out DIR] [--resume DIR | --init DIR] [--json]
   distill --env E --teacher DIR [--data FILE.mcap | --zarr PATH] [--steps N] [--batch N] [--lr X] [--sigma-data S] [--out DIR] [--json]
           consistency-distil a trained policy into a one-step policy
   export  --env E --checkpoint DIR --out DIR      inference-only copy (EMA weights, no optimiser state)
@@ -82,12 +86,18 @@ async function robotImport(argv: string[]): Promise<number> {
 }
 
 async function robotCollect(argv: string[]): Promise<number> {
-  const o = parse(argv, { env: { type: 'string' }, episodes: { type: 'string' }, seed: { type: 'string' }, margin: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' } }, USAGE);
+  const o = parse(
+    argv,
+    { env: { type: 'string' }, episodes: { type: 'string' }, seed: { type: 'string' }, margin: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' }, policy: { type: 'string' }, every: { type: 'string' } },
+    USAGE,
+  );
   const env = choiceOpt(o.env, 'env', ['arm-reach'] as const, 'arm-reach');
   const safetyMargin = o.margin === undefined ? undefined : numOpt(o.margin, 'margin', 0.02);
   if (safetyMargin !== undefined && !(safetyMargin >= 0 && safetyMargin <= 0.2)) throw new UsageError(`--margin: expected a clearance in [0, 0.2] m, received '${String(o.margin)}'`);
   const n = intOpt(o.episodes, 'episodes', 200, 1);
   const seed = intOpt(o.seed, 'seed', 0);
+  if (o.every !== undefined && typeof o.policy !== 'string') throw new UsageError('--every: only with --policy (expert corrections)');
+  if (typeof o.policy === 'string') return robotCollectCorrections(o.policy, n, seed, safetyMargin, intOpt(o.every, 'every', 1, 1), typeof o.out === 'string' ? o.out : `runs/${env}_corrections.mcap`, Boolean(o.json));
   const out = typeof o.out === 'string' ? o.out : `runs/${env}_demos.mcap`;
   const e = await ArmReachEnv.create({ seed });
   const t0 = performance.now();
@@ -106,13 +116,45 @@ async function robotCollect(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** `robot collect --policy DIR`: expert corrections at the states the policy visits (DAgger). */
+async function robotCollectCorrections(checkpoint: string, episodes: number, seed: number, safetyMargin: number | undefined, every: number, out: string, json: boolean): Promise<number> {
+  await setBackend('auto');
+  const policy = DiffusionPolicy.load(checkpoint, { env: 'arm-reach' });
+  const e = await ArmReachEnv.create({ seed });
+  const expertEnv = await ArmReachEnv.create({ seed });
+  const t0 = performance.now();
+  try {
+    const r = collectCorrections(e, expertEnv, policy, { episodes, seed, safetyMargin, every });
+    await writeEpisodesMcap(
+      out,
+      r.demos.map((d, i) => ({ env: 'arm-reach', index: i, observations: d.observations, actions: d.actions, rewards: d.rewards, success: d.success, metadata: { mode: d.mode, seed: String(d.seed), source: 'correction', policy: checkpoint } })),
+      { env: 'arm-reach', dt: 0.1 },
+    );
+    const steps = r.demos.reduce((s, d) => s + d.actions.length, 0);
+    const seconds = (performance.now() - t0) / 1000;
+    emit(json, { event: 'collect', env: 'arm-reach', policy: checkpoint, rollouts: r.rollouts, policySuccessRate: r.rolloutSuccesses / r.rollouts, queried: r.queried, failed: r.failed, corrections: r.demos.length, steps, out, seconds },
+      `policy ${checkpoint}: ${r.rolloutSuccesses}/${r.rollouts} rollouts succeeded; expert asked at ${r.queried} states, ${r.demos.length} corrections (${steps} steps, ${r.failed} states without one); wrote ${out} in ${seconds.toFixed(0)} s`);
+  } finally {
+    e.close();
+    expertEnv.close();
+    policy.dispose();
+  }
+  return 0;
+}
+
 async function loadDemos(env: string, data: string | undefined, zarr: string | undefined): Promise<Demo[]> {
   if (data) {
-    const eps = await readEpisodesMcap(data);
-    const mismatched = eps.find((e) => e.env !== env);
-    if (mismatched) throw new UsageError(`--data: ${data} holds '${mismatched.env}' episodes, not '${env}'`);
-    // Episodes may carry a final observation without an action; windows need pairs.
-    return eps.map((e) => ({ observations: e.observations.slice(0, e.actions.length), actions: e.actions }));
+    const files = data.split(',').filter((f) => f.length > 0);
+    if (files.length === 0) throw new UsageError('--data: expected one or more comma-separated MCAP files');
+    const demos: Demo[] = [];
+    for (const file of files) {
+      const eps = await readEpisodesMcap(file);
+      const mismatched = eps.find((e) => e.env !== env);
+      if (mismatched) throw new UsageError(`--data: ${file} holds '${mismatched.env}' episodes, not '${env}'`);
+      // Episodes may carry a final observation without an action; windows need pairs.
+      for (const e of eps) demos.push({ observations: e.observations.slice(0, e.actions.length), actions: e.actions });
+    }
+    return demos;
   }
   if (env !== 'pusht') throw new UsageError(`--data FILE.mcap is required for ${env} (create it with 'scoreflow robot collect')`);
   return loadPushtDemos(zarr ?? DEFAULT_PUSHT_ZARR);
@@ -124,11 +166,17 @@ async function robotTrain(argv: string[]): Promise<number> {
     {
       env: { type: 'string' }, data: { type: 'string' }, zarr: { type: 'string' }, steps: { type: 'string' }, batch: { type: 'string' }, lr: { type: 'string' },
       channels: { type: 'string' }, objective: { type: 'string' }, path: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' },
-      'sampling-steps': { type: 'string' }, resume: { type: 'string' },
+      'sampling-steps': { type: 'string' }, resume: { type: 'string' }, init: { type: 'string' },
     },
     USAGE,
   );
   const env = choiceOpt(o.env, 'env', ENV_NAMES, 'pusht');
+  if (typeof o.init === 'string' && typeof o.resume === 'string') throw new UsageError('--init and --resume: pass one (--resume continues a run on its data, --init fine-tunes trained weights on any data)');
+  if (typeof o.init === 'string') {
+    for (const k of ['channels', 'objective', 'path'] as const) {
+      if (o[k] !== undefined) throw new UsageError(`--${k}: a fine-tuned policy keeps the network of its --init checkpoint`);
+    }
+  }
   const json = Boolean(o.json);
   await setBackend('auto');
   const demos = await loadDemos(env, typeof o.data === 'string' ? o.data : undefined, typeof o.zarr === 'string' ? o.zarr : undefined);
@@ -147,7 +195,12 @@ async function robotTrain(argv: string[]): Promise<number> {
     samplingSteps: intOpt(o['sampling-steps'], 'sampling-steps', DEFAULT_POLICY.samplingSteps, 1),
   };
   const steps = intOpt(o.steps, 'steps', 20000, 1);
-  const run = policyTrainer(demos, cfg, { steps, batchSize: intOpt(o.batch, 'batch', 256, 1), lr: numOpt(o.lr, 'lr', 1e-3), seed: intOpt(o.seed, 'seed', 0), resumeFrom: typeof o.resume === 'string' ? o.resume : undefined });
+  const initFrom = typeof o.init === 'string' ? DiffusionPolicy.load(o.init, { env }) : undefined;
+  const trainCfg: DiffusionPolicyConfig = initFrom ? { ...initFrom.config, sampler: cfg.sampler, samplingSteps: cfg.samplingSteps } : cfg;
+  if (initFrom && (trainCfg.obsDim !== cfg.obsDim || trainCfg.actionDim !== cfg.actionDim)) {
+    throw new UsageError(`--init: ${String(o.init)} expects observations of ${trainCfg.obsDim} and actions of ${trainCfg.actionDim} numbers; the data has ${cfg.obsDim} and ${cfg.actionDim}`);
+  }
+  const run = policyTrainer(demos, trainCfg, { steps, batchSize: intOpt(o.batch, 'batch', 256, 1), lr: numOpt(o.lr, 'lr', 1e-3), seed: intOpt(o.seed, 'seed', 0), resumeFrom: typeof o.resume === 'string' ? o.resume : undefined, initFrom });
   const out = typeof o.out === 'string' ? o.out : `runs/policy-${env}`;
   emit(json, { event: 'start', env, episodes: demos.length, windows: run.windows, params: run.trainer.params.size(), steps }, `training ${env} policy on ${demos.length} episodes (${run.windows} windows), ${run.trainer.params.size()} parameters, ${steps} steps`);
   const bar = progressSink({ json, label: `train ${env}` });

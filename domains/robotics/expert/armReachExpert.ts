@@ -267,18 +267,21 @@ export function collectDemos(env: ArmReachEnv, options: CollectDemosOptions): Ar
 }
 
 function runExpertEpisode(env: ArmReachEnv, seed: number, rng: EnvRng, safetyMargin: number | undefined): ArmReachDemo {
-  let obs = env.reset({ seed });
+  const obs = env.reset({ seed });
+  const plan = planArmReach(obs, { rng, dt: env.dt, maxSpeed: 0.75 * env.maxJointSpeed, actionMode: env.actionMode, safetyMargin });
+  return { ...trackPlan(env, obs, plan), seed };
+}
+
+/**
+ * Execute a plan closed loop from the env's current state (`obs` is its observation): each
+ * action steers towards the next planned waypoint from the measured joint angles. A null plan
+ * gives an empty, unsuccessful episode.
+ */
+export function trackPlan(env: ArmReachEnv, obs: Float64Array, plan: ArmReachPlan | null): Omit<ArmReachDemo, 'seed'> {
   const observations = [obs];
   const actions: Float64Array[] = [];
   const rewards: number[] = [];
-  const plan = planArmReach(obs, {
-    rng,
-    dt: env.dt,
-    maxSpeed: 0.75 * env.maxJointSpeed,
-    actionMode: env.actionMode,
-    safetyMargin,
-  });
-  if (plan === null) return { observations, actions, rewards, mode: 'none', success: false, seed };
+  if (plan === null) return { observations, actions, rewards, mode: 'none', success: false };
 
   const goal = plan.waypoints[plan.waypoints.length - 1]!;
   const limit = env.maxJointSpeed;
@@ -305,5 +308,5 @@ function runExpertEpisode(env: ArmReachEnv, seed: number, rng: EnvRng, safetyMar
   const eePath: Vec2[] = observations.map((o) => [o[OBS_LAYOUT.ee]!, o[OBS_LAYOUT.ee + 1]!]);
   const k = OBS_LAYOUT.obstacles;
   const mode = detourMode(eePath, [observations[0]![k]!, observations[0]![k + 1]!]);
-  return { observations, actions, rewards, mode, success, seed };
+  return { observations, actions, rewards, mode, success };
 }

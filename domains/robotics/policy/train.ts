@@ -5,7 +5,7 @@ import { pathFromSpec } from '../../../src/path/index.js';
 import { denoisingLoss } from '../../../src/loss/denoising.js';
 import { flowMatchingLoss } from '../../../src/loss/flowMatching.js';
 import { Trainer, type Batch, type ObjectiveContext } from '../../../src/train/trainer.js';
-import { checkNumber } from '../../../src/util/validate.js';
+import { checkNumber, fail } from '../../../src/util/validate.js';
 import '../model/temporalUnet.js';
 import { validatePolicyConfig, type DiffusionPolicyConfig } from './config.js';
 import { featuresFor } from './features.js';
@@ -20,6 +20,12 @@ export interface PolicyTrainOptions {
   readonly emaDecay?: number;
   /** Continue a run from its checkpoint (same data); `steps` is the new total. */
   readonly resumeFrom?: string;
+  /**
+   * Fine-tune: start from this trained policy's weights and normalisers (fresh optimiser and
+   * schedule, any data, e.g. the original demonstrations plus expert corrections). Its network
+   * configuration must match `config`.
+   */
+  readonly initFrom?: DiffusionPolicy;
 }
 
 export interface PolicyTraining {
@@ -35,8 +41,20 @@ export function policyTrainer(demos: readonly Demo[], config: DiffusionPolicyCon
   const features = featuresFor(cfg.env, cfg.obsDim);
   const w = buildWindows(demos, cfg, features);
   const F = features.outputDim;
-  const obsNorm = Normalizer.fit('minmax', w.obs, F);
-  const actNorm = Normalizer.fit('minmax', w.actions, cfg.actionDim);
+  const init = opts.initFrom;
+  if (init !== undefined) {
+    if (opts.resumeFrom) fail('initFrom and resumeFrom: pass one (resume continues a run, initFrom starts a new one from trained weights)');
+    if (!(init instanceof DiffusionPolicy)) fail('initFrom: expected a DiffusionPolicy');
+    if (init.config.consistency) fail('initFrom: a consistency-distilled policy cannot be fine-tuned with the denoising objective');
+    const keys = ['env', 'obsDim', 'actionDim', 'obsHorizon', 'predHorizon', 'embedDim', 'path', 'prediction', 'objective'] as const;
+    for (const k of keys) {
+      if (init.config[k] !== cfg[k]) fail(`initFrom: the policy has ${k} = ${String(init.config[k])}, the new configuration ${String(cfg[k])}`);
+    }
+    if (init.config.channels.join(',') !== cfg.channels.join(',')) fail(`initFrom: the policy has channels ${init.config.channels.join(',')}, the new configuration ${cfg.channels.join(',')}`);
+  }
+  // Fine-tuning keeps the initial policy's normalisers: its weights only make sense in them.
+  const obsNorm = init ? init.obsNormalizer : Normalizer.fit('minmax', w.obs, F);
+  const actNorm = init ? init.actionNormalizer : Normalizer.fit('minmax', w.actions, cfg.actionDim);
   const x = tf.tensor3d(actNorm.normalize(w.actions), [w.count, cfg.predHorizon, cfg.actionDim]);
   const cond = tf.tensor2d(obsNorm.normalize(w.obs), [w.count, cfg.obsHorizon * F]);
   const path = pathFromSpec(cfg.path);
@@ -60,6 +78,7 @@ export function policyTrainer(demos: readonly Demo[], config: DiffusionPolicyCon
     },
     objective,
     { x, cond },
+    init ? { params: init.store.clone(true), step: 0 } : undefined,
   );
   return {
     trainer,
