@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { setBackend } from '../src/backend/backend.js';
 import type { SamplerName } from '../src/sample/registry.js';
-import { makeEnv } from '../domains/robotics/envs.js';
+import { envForPolicy } from '../domains/robotics/envs.js';
 import { DiffusionPolicy } from '../domains/robotics/policy/policy.js';
 import { percentile } from '../domains/robotics/policy/runner.js';
 
@@ -27,7 +27,7 @@ export interface PolicyLatency {
 export async function runPolicyBench(opts: { checkpoint: string; env: string; n?: number; variants?: { sampler: SamplerName; steps: number }[] }): Promise<PolicyLatency[]> {
   await setBackend('auto');
   const policy = DiffusionPolicy.load(opts.checkpoint, { env: opts.env });
-  const env = await makeEnv(opts.env);
+  const env = await envForPolicy(policy.config);
   const n = opts.n ?? 200;
   // Observation windows from seeded resets followed by a few random-target steps.
   const windows: Float64Array[][] = [];

@@ -11,7 +11,7 @@ import { collectDemos } from './expert/armReachExpert.js';
 import { collectCorrections } from './expert/corrections.js';
 import { readEpisodesMcap, writeEpisodesMcap, type EpisodeRecord } from './data/episodes.js';
 import { DEFAULT_PUSHT_ZARR, loadPushtDemos } from './data/pushtDemos.js';
-import { ENV_NAMES, makeEnv } from './envs.js';
+import { ENV_NAMES, envForPolicy } from './envs.js';
 import { evaluatePolicy, type Circle } from './evaluate.js';
 import { DEFAULT_POLICY, type DiffusionPolicyConfig } from './policy/config.js';
 import { DiffusionPolicy, type CostTerm } from './policy/policy.js';
@@ -24,8 +24,9 @@ import { robotBridge, robotServe } from './serve/cli.js';
 
 const USAGE = `usage: scoreflow robot <subcommand> [options]
   import  --zarr PATH [--out FILE.mcap]            Diffusion Policy replay buffer -> episode MCAP
-  collect --env arm-reach --episodes N [--seed S] [--margin M] [--out FILE.mcap]   expert demonstrations
-          (--margin: clearance in m the planner keeps from obstacles, default 0.02)
+  collect --env arm-reach --episodes N [--seed S] [--margin M] [--action-mode velocity|position] [--out FILE.mcap]
+          expert demonstrations (--margin: clearance in m the planner keeps from obstacles, default
+          0.02; --action-mode: joint velocities (default) or absolute joint targets, kept by the policy)
   collect --env arm-reach --policy DIR --episodes N [--seed S] [--margin M] [--every K] [--out FILE.mcap]
           expert corrections at the states the policy visits (DAgger); train on both files with
           'train --data demos.mcap,corrections.mcap --init DIR'
@@ -88,7 +89,7 @@ async function robotImport(argv: string[]): Promise<number> {
 async function robotCollect(argv: string[]): Promise<number> {
   const o = parse(
     argv,
-    { env: { type: 'string' }, episodes: { type: 'string' }, seed: { type: 'string' }, margin: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' }, policy: { type: 'string' }, every: { type: 'string' } },
+    { env: { type: 'string' }, episodes: { type: 'string' }, seed: { type: 'string' }, margin: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' }, policy: { type: 'string' }, every: { type: 'string' }, 'action-mode': { type: 'string' } },
     USAGE,
   );
   const env = choiceOpt(o.env, 'env', ['arm-reach'] as const, 'arm-reach');
@@ -97,9 +98,11 @@ async function robotCollect(argv: string[]): Promise<number> {
   const n = intOpt(o.episodes, 'episodes', 200, 1);
   const seed = intOpt(o.seed, 'seed', 0);
   if (o.every !== undefined && typeof o.policy !== 'string') throw new UsageError('--every: only with --policy (expert corrections)');
+  if (typeof o.policy === 'string' && o['action-mode'] !== undefined) throw new UsageError('--action-mode: corrections use the action mode of the --policy checkpoint');
+  const actionMode = choiceOpt(o['action-mode'], 'action-mode', ['velocity', 'position'] as const, 'velocity');
   if (typeof o.policy === 'string') return robotCollectCorrections(o.policy, n, seed, safetyMargin, intOpt(o.every, 'every', 1, 1), typeof o.out === 'string' ? o.out : `runs/${env}_corrections.mcap`, Boolean(o.json));
   const out = typeof o.out === 'string' ? o.out : `runs/${env}_demos.mcap`;
-  const e = await ArmReachEnv.create({ seed });
+  const e = await ArmReachEnv.create({ seed, actionMode });
   const t0 = performance.now();
   const demos = collectDemos(e, { episodes: n, seed, safetyMargin });
   e.close();
@@ -108,7 +111,7 @@ async function robotCollect(argv: string[]): Promise<number> {
   for (const d of demos) modes[d.mode] = (modes[d.mode] ?? 0) + 1 / demos.length;
   await writeEpisodesMcap(
     out,
-    ok.map((d, i) => ({ env, index: i, observations: d.observations, actions: d.actions, rewards: d.rewards, success: d.success, metadata: { mode: d.mode, seed: String(d.seed) } })),
+    ok.map((d, i) => ({ env, index: i, observations: d.observations, actions: d.actions, rewards: d.rewards, success: d.success, metadata: { mode: d.mode, seed: String(d.seed), actionMode } })),
     { env, dt: 0.1 },
   );
   emit(Boolean(o.json), { event: 'collect', env, episodes: n, successRate: ok.length / n, modes, out, seconds: (performance.now() - t0) / 1000 },
@@ -120,14 +123,15 @@ async function robotCollect(argv: string[]): Promise<number> {
 async function robotCollectCorrections(checkpoint: string, episodes: number, seed: number, safetyMargin: number | undefined, every: number, out: string, json: boolean): Promise<number> {
   await setBackend('auto');
   const policy = DiffusionPolicy.load(checkpoint, { env: 'arm-reach' });
-  const e = await ArmReachEnv.create({ seed });
-  const expertEnv = await ArmReachEnv.create({ seed });
+  const actionMode = policy.config.envOptions?.actionMode === 'position' ? 'position' : 'velocity';
+  const e = await ArmReachEnv.create({ seed, actionMode });
+  const expertEnv = await ArmReachEnv.create({ seed, actionMode });
   const t0 = performance.now();
   try {
     const r = collectCorrections(e, expertEnv, policy, { episodes, seed, safetyMargin, every });
     await writeEpisodesMcap(
       out,
-      r.demos.map((d, i) => ({ env: 'arm-reach', index: i, observations: d.observations, actions: d.actions, rewards: d.rewards, success: d.success, metadata: { mode: d.mode, seed: String(d.seed), source: 'correction', policy: checkpoint } })),
+      r.demos.map((d, i) => ({ env: 'arm-reach', index: i, observations: d.observations, actions: d.actions, rewards: d.rewards, success: d.success, metadata: { mode: d.mode, seed: String(d.seed), source: 'correction', policy: checkpoint, actionMode } })),
       { env: 'arm-reach', dt: 0.1 },
     );
     const steps = r.demos.reduce((s, d) => s + d.actions.length, 0);
@@ -143,21 +147,36 @@ async function robotCollectCorrections(checkpoint: string, episodes: number, see
 }
 
 async function loadDemos(env: string, data: string | undefined, zarr: string | undefined): Promise<Demo[]> {
+  return (await loadDemosWithOptions(env, data, zarr)).demos;
+}
+
+/**
+ * Demonstrations and the environment options they were recorded under (arm-reach episodes
+ * carry their action mode in their metadata; every file must agree).
+ */
+async function loadDemosWithOptions(env: string, data: string | undefined, zarr: string | undefined): Promise<{ demos: Demo[]; envOptions?: Record<string, string> }> {
   if (data) {
     const files = data.split(',').filter((f) => f.length > 0);
     if (files.length === 0) throw new UsageError('--data: expected one or more comma-separated MCAP files');
     const demos: Demo[] = [];
+    let actionMode: string | undefined;
     for (const file of files) {
       const eps = await readEpisodesMcap(file);
       const mismatched = eps.find((e) => e.env !== env);
       if (mismatched) throw new UsageError(`--data: ${file} holds '${mismatched.env}' episodes, not '${env}'`);
-      // Episodes may carry a final observation without an action; windows need pairs.
-      for (const e of eps) demos.push({ observations: e.observations.slice(0, e.actions.length), actions: e.actions });
+      for (const e of eps) {
+        // Episodes recorded before action modes were stored are velocity episodes.
+        const mode = env === 'arm-reach' ? (e.metadata?.actionMode ?? 'velocity') : undefined;
+        if (actionMode !== undefined && mode !== actionMode) throw new UsageError(`--data: ${file} mixes ${mode} and ${actionMode} action episodes; train on one action mode`);
+        actionMode = mode;
+        // Episodes may carry a final observation without an action; windows need pairs.
+        demos.push({ observations: e.observations.slice(0, e.actions.length), actions: e.actions });
+      }
     }
-    return demos;
+    return { demos, envOptions: actionMode === 'position' ? { actionMode } : undefined };
   }
   if (env !== 'pusht') throw new UsageError(`--data FILE.mcap is required for ${env} (create it with 'scoreflow robot collect')`);
-  return loadPushtDemos(zarr ?? DEFAULT_PUSHT_ZARR);
+  return { demos: await loadPushtDemos(zarr ?? DEFAULT_PUSHT_ZARR) };
 }
 
 async function robotTrain(argv: string[]): Promise<number> {
@@ -179,7 +198,7 @@ async function robotTrain(argv: string[]): Promise<number> {
   }
   const json = Boolean(o.json);
   await setBackend('auto');
-  const demos = await loadDemos(env, typeof o.data === 'string' ? o.data : undefined, typeof o.zarr === 'string' ? o.zarr : undefined);
+  const { demos, envOptions } = await loadDemosWithOptions(env, typeof o.data === 'string' ? o.data : undefined, typeof o.zarr === 'string' ? o.zarr : undefined);
   const channels = typeof o.channels === 'string' ? o.channels.split(',').map((c) => intOpt(c, 'channels', 0, 1)) : [...DEFAULT_POLICY.channels];
   const objective = choiceOpt(o.objective, 'objective', ['denoising', 'flow-matching'] as const, 'denoising');
   const cfg: DiffusionPolicyConfig = {
@@ -193,10 +212,14 @@ async function robotTrain(argv: string[]): Promise<number> {
     prediction: objective === 'flow-matching' ? 'velocity' : DEFAULT_POLICY.prediction,
     sampler: objective === 'flow-matching' ? 'flow-euler' : DEFAULT_POLICY.sampler,
     samplingSteps: intOpt(o['sampling-steps'], 'sampling-steps', DEFAULT_POLICY.samplingSteps, 1),
+    ...(envOptions ? { envOptions } : {}),
   };
   const steps = intOpt(o.steps, 'steps', 20000, 1);
   const initFrom = typeof o.init === 'string' ? DiffusionPolicy.load(o.init, { env }) : undefined;
   const trainCfg: DiffusionPolicyConfig = initFrom ? { ...initFrom.config, sampler: cfg.sampler, samplingSteps: cfg.samplingSteps } : cfg;
+  if (initFrom && (initFrom.config.envOptions?.actionMode ?? 'velocity') !== (envOptions?.actionMode ?? 'velocity')) {
+    throw new UsageError(`--init: ${String(o.init)} acts with ${String(initFrom.config.envOptions?.actionMode ?? 'velocity')} actions, the data has ${envOptions?.actionMode ?? 'velocity'} actions`);
+  }
   if (initFrom && (trainCfg.obsDim !== cfg.obsDim || trainCfg.actionDim !== cfg.actionDim)) {
     throw new UsageError(`--init: ${String(o.init)} expects observations of ${trainCfg.obsDim} and actions of ${trainCfg.actionDim} numbers; the data has ${cfg.obsDim} and ${cfg.actionDim}`);
   }
@@ -244,7 +267,7 @@ async function robotEval(argv: string[]): Promise<number> {
   const json = Boolean(o.json);
   await setBackend('auto');
   const policy = DiffusionPolicy.load(o.checkpoint, { env: envName });
-  const env = await makeEnv(envName);
+  const env = await envForPolicy(policy.config);
   const novel = intOpt(o['novel-obstacles'], 'novel-obstacles', 0, 0);
   const spec = typeof o.guide === 'string' ? o.guide : undefined;
   const guidanceFor = spec ? (constraints: readonly Circle[]): readonly CostTerm[] => parseGuideSpec(spec, envName, { constraints }) : undefined;

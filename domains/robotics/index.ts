@@ -2,7 +2,7 @@
 export type { Env, BoxSpec, StepResult, Scene, SceneShape } from './env/types.js';
 export { PushTEnv } from './env/pusht.js';
 export { ArmReachEnv, type ArmReachOptions } from './env/armReach.js';
-export { ENV_NAMES, makeEnv, type EnvName } from './envs.js';
+export { ENV_NAMES, envForPolicy, makeEnv, type EnvName } from './envs.js';
 export { DEFAULT_POLICY, validatePolicyConfig, type DiffusionPolicyConfig } from './policy/config.js';
 export { DiffusionPolicy, type ChunkCost, type ChunkResult, type CostTerm, type PredictOptions } from './policy/policy.js';
 export { policyTrainer } from './policy/train.js';

@@ -8,6 +8,8 @@ import { collectDemos } from '../../domains/robotics/expert/armReachExpert.js';
 import { DiffusionPolicy } from '../../domains/robotics/policy/policy.js';
 import { policyTrainer } from '../../domains/robotics/policy/train.js';
 import { timeFeature } from '../../src/denoiser/denoiser.js';
+import { envForPolicy } from '../../domains/robotics/envs.js';
+import { validatePolicyConfig } from '../../domains/robotics/policy/config.js';
 import { shippedPolicyDir } from '../../domains/robotics/serve/cli.js';
 
 describe('expert corrections at policy-visited states (DAgger)', () => {
@@ -78,4 +80,25 @@ describe('expert corrections at policy-visited states (DAgger)', () => {
     expect(() => policyTrainer(demos, policy.config, { steps: 1, initFrom: policy, resumeFrom: 'somewhere' })).toThrow(/pass one/);
     policy.dispose();
   }, 120_000);
+
+  it('policies keep the action mode of their demonstrations (envOptions) and act in an environment built with it', async () => {
+    const env = await envForPolicy({ env: 'arm-reach', envOptions: { actionMode: 'position' } });
+    expect((env as ArmReachEnv).actionMode).toBe('position');
+    env.close();
+    const dflt = await envForPolicy({ env: 'arm-reach' });
+    expect((dflt as ArmReachEnv).actionMode).toBe('velocity');
+    dflt.close();
+    await expect(envForPolicy({ env: 'arm-reach', envOptions: { actionMode: 'torque' } })).rejects.toThrow(/envOptions.actionMode: expected 'velocity' or 'position'/);
+    await expect(envForPolicy({ env: 'arm-reach', envOptions: { gravity: 1 } })).rejects.toThrow(/envOptions.gravity: not an arm-reach option/);
+    await expect(envForPolicy({ env: 'pusht', envOptions: { actionMode: 'position' } })).rejects.toThrow(/pusht takes no options/);
+    const policy = DiffusionPolicy.load(shippedPolicyDir('arm-reach'), { env: 'arm-reach' });
+    expect(() => validatePolicyConfig({ ...policy.config, envOptions: { actionMode: ['position'] } as never })).toThrow(/policy.envOptions.actionMode: expected a string, number or boolean/);
+    // A velocity policy cannot collect corrections in a position environment.
+    const pos = await ArmReachEnv.create({ actionMode: 'position' });
+    const pos2 = await ArmReachEnv.create({ actionMode: 'position' });
+    expect(() => collectCorrections(pos, pos2, policy, { episodes: 1, seed: 0 })).toThrow(/acts with velocity actions, env takes position actions/);
+    pos.close();
+    pos2.close();
+    policy.dispose();
+  }, 60_000);
 });

@@ -32,6 +32,11 @@ export interface DiffusionPolicyConfig {
    * network is preconditioned as in Song et al. (see src/loss/consistencyParam.ts).
    */
   readonly consistency?: { readonly sigmaData: number; readonly sigmaMin: number; readonly form?: 'preconditioned' | 'denoiser' };
+  /**
+   * Options of the environment the demonstrations were recorded in and the policy must act in,
+   * e.g. arm-reach's `{ actionMode: 'position' }` (absent: the environment's defaults).
+   */
+  readonly envOptions?: Readonly<Record<string, string | number | boolean>>;
 }
 
 export const DEFAULT_POLICY: Omit<DiffusionPolicyConfig, 'env' | 'obsDim' | 'actionDim'> = {
@@ -67,6 +72,12 @@ export function validatePolicyConfig(c: DiffusionPolicyConfig): DiffusionPolicyC
     checkNumber('policy.consistency.sigmaData', c.consistency.sigmaData, { min: Number.MIN_VALUE });
     checkNumber('policy.consistency.sigmaMin', c.consistency.sigmaMin, { min: Number.MIN_VALUE });
     checkOneOf('policy.consistency.form', c.consistency.form ?? 'preconditioned', ['preconditioned', 'denoiser']);
+  }
+  if (c.envOptions !== undefined) {
+    if (!c.envOptions || typeof c.envOptions !== 'object' || Array.isArray(c.envOptions)) fail('policy.envOptions: expected an object of environment options');
+    for (const [k, v] of Object.entries(c.envOptions)) {
+      if (!['string', 'number', 'boolean'].includes(typeof v)) fail(`policy.envOptions.${k}: expected a string, number or boolean, received ${typeof v}`);
+    }
   }
   return c;
 }

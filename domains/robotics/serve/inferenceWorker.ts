@@ -4,7 +4,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { setBackend, type BackendName } from '../../../src/backend/backend.js';
-import { makeEnv } from '../envs.js';
+import { envForPolicy } from '../envs.js';
 import { DiffusionPolicy } from '../policy/policy.js';
 import { engineInfo, trimChunk, type WorkerEngineOptions, type WorkerReply, type WorkerRequest } from './engine.js';
 
@@ -19,7 +19,7 @@ function post(m: WorkerReply, transfer: ArrayBuffer[] = []): void {
 try {
   await setBackend((opts.backend ?? 'wasm') as BackendName);
   const policy = DiffusionPolicy.load(opts.checkpoint, { env: opts.env });
-  const env = await makeEnv(policy.config.env);
+  const env = await envForPolicy(policy.config);
   const info = engineInfo(policy, env.observationSpec, env.dt, { policyId: opts.policyId ?? policy.config.env, modelVersion: opts.modelVersion }, opts);
   // One prediction before reporting ready: the first call compiles kernels and allocates, and a
   // client's first chunk should not pay for it.
