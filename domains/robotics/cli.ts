@@ -270,7 +270,7 @@ async function robotEval(argv: string[]): Promise<number> {
   const env = await envForPolicy(policy.config);
   const novel = intOpt(o['novel-obstacles'], 'novel-obstacles', 0, 0);
   const spec = typeof o.guide === 'string' ? o.guide : undefined;
-  const guidanceFor = spec ? (constraints: readonly Circle[]): readonly CostTerm[] => parseGuideSpec(spec, envName, { constraints }) : undefined;
+  const guidanceFor = spec ? (constraints: readonly Circle[]): readonly CostTerm[] => parseGuideSpec(spec, envName, { constraints, actionMode: policy.config.envOptions?.actionMode === 'position' ? 'position' : undefined }) : undefined;
   const episodes = intOpt(o.episodes, 'episodes', 50, 1);
   const bar = progressSink({ json: false, label: `eval ${envName}` });
   try {
