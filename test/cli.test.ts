@@ -45,4 +45,37 @@ describe('scoreflow CLI', () => {
     expect(m).toMatchObject({ event: 'metrics', sampler: 'heun', steps: 5, n: 256 });
     expect(m.slicedWasserstein).toBeGreaterThan(0);
   });
+
+  it('robot collect --policy (expert corrections) and robot train --init fine-tune a shipped policy; mixed or mismatched data is a usage error', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'sf-cli-dagger-'));
+    const vel = path.join(dir, 'vel.mcap');
+    const pos = path.join(dir, 'pos.mcap');
+    const corr = path.join(dir, 'corr.mcap');
+    expect(run(['robot', 'collect', '--env', 'arm-reach', '--episodes', '2', '--seed', '1', '--out', vel]).code).toBe(0);
+    expect(run(['robot', 'collect', '--env', 'arm-reach', '--episodes', '2', '--seed', '1', '--action-mode', 'position', '--out', pos]).code).toBe(0);
+    const c = run(['robot', 'collect', '--env', 'arm-reach', '--policy', 'models/arm-reach-policy', '--episodes', '2', '--seed', '3', '--out', corr, '--json']);
+    expect(c.code).toBe(0);
+    const report = JSON.parse(c.stdout.trim().split('\n').pop() as string);
+    expect(report).toMatchObject({ event: 'collect', rollouts: 2, out: corr });
+    expect(report.corrections + report.failed).toBe(report.queried);
+    const ft = path.join(dir, 'ft');
+    const t = run(['robot', 'train', '--env', 'arm-reach', '--data', `${vel},${corr}`, '--init', 'models/arm-reach-policy', '--steps', '2', '--batch', '8', '--out', ft, '--json']);
+    expect(t.code).toBe(0);
+    expect(JSON.parse(t.stdout.trim().split('\n').pop() as string)).toMatchObject({ event: 'done', checkpoint: ft });
+
+    const errors: [string[], RegExp][] = [
+      [['robot', 'train', '--env', 'arm-reach', '--data', `${vel},${pos}`, '--steps', '1'], /mixes position and velocity action episodes|mixes velocity and position action episodes/],
+      [['robot', 'train', '--env', 'arm-reach', '--data', pos, '--init', 'models/arm-reach-policy', '--steps', '1'], /acts with velocity actions, the data has position actions/],
+      [['robot', 'train', '--env', 'arm-reach', '--data', vel, '--init', 'models/arm-reach-policy', '--resume', ft], /--init and --resume: pass one/],
+      [['robot', 'train', '--env', 'arm-reach', '--data', vel, '--init', 'models/arm-reach-policy', '--channels', '16,32'], /--channels: a fine-tuned policy keeps the network/],
+      [['robot', 'collect', '--env', 'arm-reach', '--policy', 'models/arm-reach-policy', '--action-mode', 'position'], /--action-mode: corrections use the action mode/],
+      [['robot', 'collect', '--env', 'arm-reach', '--every', '2'], /--every: only with --policy/],
+      [['robot', 'collect', '--env', 'arm-reach', '--action-mode', 'torque'], /action-mode/],
+    ];
+    for (const [args, message] of errors) {
+      const r = run(args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr).toMatch(message);
+    }
+  }, 240_000);
 });
