@@ -32,6 +32,22 @@ describe('scoreflow CLI', () => {
     expect(run(['toy', 'sample', '--checkpoint', '/nonexistent']).stderr).toMatch(/no model.json found/);
   });
 
+  it('robot eval and train reject bad sampling and prediction options with one line', () => {
+    const cases: [string[], RegExp][] = [
+      [['robot', 'eval', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--temperature=-1'], /--temperature: expected a number >= 0/],
+      [['robot', 'eval', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--action-horizon', '16'], /--action-horizon: at most Tp - To \+ 1 = 15/],
+      [['robot', 'eval', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--action-horizon', '0'], /--action-horizon: expected an integer >= 1/],
+      [['robot', 'train', '--env', 'pusht', '--objective', 'flow-matching', '--prediction', 'eps'], /--prediction: flow matching always predicts the velocity/],
+      [['robot', 'train', '--env', 'pusht', '--prediction', 'score'], /--prediction: unknown value 'score' \(expected one of eps, x0, v\)/],
+    ];
+    for (const [args, message] of cases) {
+      const r = run(args);
+      expect(r.code).toBe(2);
+      expect(r.stderr.trim().split('\n')[0]).toMatch(message);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    }
+  });
+
   it('toy train + toy sample write a checkpoint and print metrics as JSON lines', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'sf-cli-'));
     const t = run(['toy', 'train', '--steps', '60', '--out', dir, '--json']);

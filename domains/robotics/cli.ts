@@ -31,12 +31,13 @@ const USAGE = `usage: scoreflow robot <subcommand> [options]
           expert corrections at the states the policy visits (DAgger); train on both files with
           'train --data demos.mcap,corrections.mcap --init DIR'
   train   --env E [--data FILE.mcap[,FILE.mcap...] | --zarr PATH] [--steps N] [--batch N] [--lr X] [--channels 64,128,256]
-          [--objective denoising|flow-matching] [--path P] [--seed S] [--out DIR] [--resume DIR | --init DIR] [--json]
+          [--objective denoising|flow-matching] [--prediction eps|x0|v] [--path P] [--seed S] [--out DIR] [--resume DIR | --init DIR] [--json]
   distill --env E --teacher DIR [--data FILE.mcap | --zarr PATH] [--steps N] [--batch N] [--lr X] [--sigma-data S] [--out DIR] [--json]
           consistency-distil a trained policy into a one-step policy
   export  --env E --checkpoint DIR --out DIR      inference-only copy (EMA weights, no optimiser state)
   eval    --env E --checkpoint DIR [--episodes N] [--seed S] [--guide obstacle:2,smooth:0.1]
-          [--novel-obstacles K] [--sampler S] [--steps N] [--candidates N] [--json]
+          [--novel-obstacles K] [--sampler S] [--steps N] [--candidates N] [--temperature X]
+          [--action-horizon Ta] [--pin-executed] [--per-episode] [--json]
   serve   [--checkpoint DIR | --env E] [--port P] [--tcp-port P] [--live-view-port P] [--json]
           PolicyService over gRPC (see 'robot serve --help')
   bridge  --stdio [--checkpoint DIR | --env E]    one policy session over stdin/stdout frames`;
@@ -185,14 +186,14 @@ async function robotTrain(argv: string[]): Promise<number> {
     {
       env: { type: 'string' }, data: { type: 'string' }, zarr: { type: 'string' }, steps: { type: 'string' }, batch: { type: 'string' }, lr: { type: 'string' },
       channels: { type: 'string' }, objective: { type: 'string' }, path: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' },
-      'sampling-steps': { type: 'string' }, resume: { type: 'string' }, init: { type: 'string' },
+      'sampling-steps': { type: 'string' }, resume: { type: 'string' }, init: { type: 'string' }, prediction: { type: 'string' },
     },
     USAGE,
   );
   const env = choiceOpt(o.env, 'env', ENV_NAMES, 'pusht');
   if (typeof o.init === 'string' && typeof o.resume === 'string') throw new UsageError('--init and --resume: pass one (--resume continues a run on its data, --init fine-tunes trained weights on any data)');
   if (typeof o.init === 'string') {
-    for (const k of ['channels', 'objective', 'path'] as const) {
+    for (const k of ['channels', 'objective', 'path', 'prediction'] as const) {
       if (o[k] !== undefined) throw new UsageError(`--${k}: a fine-tuned policy keeps the network of its --init checkpoint`);
     }
   }
@@ -201,6 +202,8 @@ async function robotTrain(argv: string[]): Promise<number> {
   const { demos, envOptions } = await loadDemosWithOptions(env, typeof o.data === 'string' ? o.data : undefined, typeof o.zarr === 'string' ? o.zarr : undefined);
   const channels = typeof o.channels === 'string' ? o.channels.split(',').map((c) => intOpt(c, 'channels', 0, 1)) : [...DEFAULT_POLICY.channels];
   const objective = choiceOpt(o.objective, 'objective', ['denoising', 'flow-matching'] as const, 'denoising');
+  if (objective === 'flow-matching' && o.prediction !== undefined) throw new UsageError('--prediction: flow matching always predicts the velocity');
+  const prediction = objective === 'flow-matching' ? 'velocity' : choiceOpt(o.prediction, 'prediction', ['eps', 'x0', 'v'] as const, DEFAULT_POLICY.prediction as 'x0');
   const cfg: DiffusionPolicyConfig = {
     ...DEFAULT_POLICY,
     env,
@@ -209,7 +212,7 @@ async function robotTrain(argv: string[]): Promise<number> {
     channels,
     objective,
     path: choiceOpt(o.path, 'path', PATH_KINDS, objective === 'flow-matching' ? 'rectified-flow' : DEFAULT_POLICY.path),
-    prediction: objective === 'flow-matching' ? 'velocity' : DEFAULT_POLICY.prediction,
+    prediction,
     sampler: objective === 'flow-matching' ? 'flow-euler' : DEFAULT_POLICY.sampler,
     samplingSteps: intOpt(o['sampling-steps'], 'sampling-steps', DEFAULT_POLICY.samplingSteps, 1),
     ...(envOptions ? { envOptions } : {}),
@@ -258,7 +261,7 @@ async function robotEval(argv: string[]): Promise<number> {
     {
       env: { type: 'string' }, checkpoint: { type: 'string' }, episodes: { type: 'string' }, seed: { type: 'string' }, guide: { type: 'string' },
       'novel-obstacles': { type: 'string' }, sampler: { type: 'string' }, steps: { type: 'string' }, candidates: { type: 'string' }, json: { type: 'boolean' },
-      'pin-executed': { type: 'boolean' }, 'per-episode': { type: 'boolean' },
+      'pin-executed': { type: 'boolean' }, 'per-episode': { type: 'boolean' }, temperature: { type: 'string' }, 'action-horizon': { type: 'string' },
     },
     USAGE,
   );
@@ -272,6 +275,11 @@ async function robotEval(argv: string[]): Promise<number> {
   const spec = typeof o.guide === 'string' ? o.guide : undefined;
   const guidanceFor = spec ? (constraints: readonly Circle[]): readonly CostTerm[] => parseGuideSpec(spec, envName, { constraints, actionMode: policy.config.envOptions?.actionMode === 'position' ? 'position' : undefined }) : undefined;
   const episodes = intOpt(o.episodes, 'episodes', 50, 1);
+  const temperature = numOpt(o.temperature, 'temperature', 1);
+  if (temperature < 0) throw new UsageError(`--temperature: expected a number >= 0, received '${String(o.temperature)}'`);
+  const maxTa = policy.config.predHorizon - policy.config.obsHorizon + 1;
+  const actionHorizon = o['action-horizon'] === undefined ? undefined : intOpt(o['action-horizon'], 'action-horizon', policy.config.actionHorizon, 1);
+  if (actionHorizon !== undefined && actionHorizon > maxTa) throw new UsageError(`--action-horizon: at most Tp - To + 1 = ${maxTa} for this policy, received ${actionHorizon}`);
   const bar = progressSink({ json: false, label: `eval ${envName}` });
   try {
     const report = evaluatePolicy(env, policy, {
@@ -283,11 +291,13 @@ async function robotEval(argv: string[]): Promise<number> {
       steps: o.steps === undefined ? undefined : intOpt(o.steps, 'steps', 10, 1),
       candidates: intOpt(o.candidates, 'candidates', 1, 1),
       pinExecuted: o['pin-executed'] ? 1 : 0,
+      temperature,
+      actionHorizon,
       onEpisode: (i, s) => bar.update({ success: s.success ? 1 : 0 }, (i + 1) / episodes),
     });
     bar.done();
     const { perEpisode, ...summary } = report;
-    const full = { event: 'eval', checkpoint: o.checkpoint, guide: spec ?? null, novel, ...summary, ...(o['per-episode'] ? { perEpisode } : {}) };
+    const full = { event: 'eval', checkpoint: o.checkpoint, guide: spec ?? null, novel, temperature, actionHorizon: actionHorizon ?? policy.config.actionHorizon, ...summary, ...(o['per-episode'] ? { perEpisode } : {}) };
     emit(json, full, JSON.stringify(full, null, 2));
   } finally {
     env.close();

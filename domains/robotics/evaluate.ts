@@ -27,6 +27,10 @@ export interface EvalOptions {
   readonly steps?: number;
   readonly candidates?: number;
   readonly pinExecuted?: number;
+  /** Starting-noise scale of the sampler (default 1). */
+  readonly temperature?: number;
+  /** Actions executed per chunk (default: the policy's Ta). */
+  readonly actionHorizon?: number;
   readonly onEpisode?: (i: number, r: EpisodeSummary) => void;
   /** Called per episode with the novel constraints, so guidance terms can see them. */
   readonly guidanceFor?: (constraints: readonly Circle[]) => readonly CostTerm[];
@@ -133,7 +137,7 @@ export function evaluatePolicy(env: Env, policy: DiffusionPolicy, opts: EvalOpti
     // Novel obstacles are physics and guidance only: the policy's observation shows the
     // obstacle slots as it saw them in training (absent), so it meets them only through guidance.
     const observe = env.name === 'arm-reach' && constraints.length > 0 ? hideExtraObstacles : undefined;
-    const r: EpisodeResult = runEpisode(env, policy, { seed, state, guidance, sampler: opts.sampler, steps: opts.steps, candidates: opts.candidates, pinExecuted: opts.pinExecuted, observe });
+    const r: EpisodeResult = runEpisode(env, policy, { seed, state, guidance, sampler: opts.sampler, steps: opts.steps, candidates: opts.candidates, pinExecuted: opts.pinExecuted, observe, temperature: opts.temperature, actionHorizon: opts.actionHorizon });
     lat.push(...r.chunkLatenciesMs);
     let s: EpisodeSummary;
     if (env.name === 'pusht') {

@@ -4,7 +4,7 @@ import type { Denoiser } from '../denoiser/denoiser.js';
 import { makeGrid, type GridSpec } from '../grid/grid.js';
 import type { NoisePath } from '../path/types.js';
 import type { Rng } from '../rng/rng.js';
-import { checkOneOf, fail } from '../util/validate.js';
+import { checkNumber, checkOneOf, fail } from '../util/validate.js';
 import { ddim, ddpm } from './ancestral.js';
 import { consistencyMultistep, consistencyOneStep } from './consistency.js';
 import { dpmSolverPlusPlus2M } from './dpmSolver.js';
@@ -49,6 +49,11 @@ export interface SampleRequest extends SampleOptions {
   /** An explicit grid or a spec built on the path. */
   readonly grid: readonly number[] | GridSpec;
   readonly rng: Rng;
+  /**
+   * Scale of the starting noise, x_T = temperature * sigma(T) z (default 1). Below 1 the
+   * samples move toward the modes of the learned distribution (low-temperature sampling).
+   */
+  readonly temperature?: number;
 }
 
 /** Draw x_T = sigma(T) z (projected if a projection is given) and run the named sampler. */
@@ -62,7 +67,8 @@ export function sample(req: SampleRequest): tf.Tensor {
     fail(`rng: expected an Rng (sample draws the starting noise from it), received ${String(req.rng)}`);
   }
   const grid = Array.isArray(req.grid) ? (req.grid as number[]) : makeGrid(req.path, req.grid as GridSpec);
-  const x = tf.tidy(() => tf.mul(req.rng.normal(req.shape), req.path.sigma(grid[0])));
+  const temperature = req.temperature === undefined ? 1 : checkNumber('temperature', req.temperature, { min: 0 });
+  const x = tf.tidy(() => tf.mul(req.rng.normal(req.shape), req.path.sigma(grid[0]) * temperature));
   try {
     return sampler(req.denoiser, x, grid, req.path, req);
   } finally {

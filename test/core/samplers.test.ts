@@ -217,6 +217,47 @@ describe('determinism', () => {
   });
 });
 
+describe('starting-noise temperature', () => {
+  // DDIM with the exact Gaussian denoiser is a linear map of x_T, so scaling x_T by tau scales
+  // the sample covariance by tau^2 and temperature 0 lands every sample near the mean (not
+  // exactly: at the grid's first time alpha(T) > 0, so x_T = 0 carries a little information).
+  const path = pathFromSpec('vp-cosine');
+  const den = gaussianDenoiser(SPEC, path);
+  const draw = (temperature: number | undefined, n: number): Float32Array => {
+    const x = sample({ denoiser: den, path, shape: [n, 2], sampler: 'ddim', grid: { kind: 'uniform', steps: 20 }, rng: new Rng(11), temperature });
+    const d = x.dataSync() as Float32Array;
+    x.dispose();
+    return d;
+  };
+  const spread = (d: Float32Array): number => {
+    const n = d.length / 2;
+    let t = 0;
+    for (let j = 0; j < 2; j++) {
+      let m = 0;
+      for (let i = 0; i < n; i++) m += d[2 * i + j] / n;
+      for (let i = 0; i < n; i++) t += (d[2 * i + j] - m) ** 2 / n;
+    }
+    return t;
+  };
+
+  it('temperature 0 gives the mean, 0.5 a quarter of the covariance, 1 the default', () => {
+    const zero = draw(0, 16);
+    for (let i = 0; i < 16; i++) {
+      expect(Math.abs(zero[2 * i] - MEAN[0])).toBeLessThan(0.02);
+      expect(Math.abs(zero[2 * i + 1] - MEAN[1])).toBeLessThan(0.02);
+      expect(zero[2 * i]).toBe(zero[0]);
+    }
+    const full = spread(draw(1, 4000));
+    expect(spread(draw(0.5, 4000)) / full).toBeCloseTo(0.25, 2);
+    expect(Array.from(draw(undefined, 64))).toEqual(Array.from(draw(1, 64)));
+  });
+
+  it('rejects a negative or non-finite temperature', () => {
+    expect(() => draw(-0.1, 4)).toThrow(/^temperature: expected >= 0/);
+    expect(() => draw(Number.NaN, 4)).toThrow(/^temperature: /);
+  });
+});
+
 describe('bad input fails with a message naming the argument', () => {
   const path = pathFromSpec('vp-linear');
   const den = gaussianDenoiser(SPEC, path);

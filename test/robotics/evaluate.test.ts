@@ -50,4 +50,19 @@ describe('evaluatePolicy', () => {
       policy.dispose();
     }
   }, 120_000);
+
+  it('replans after actionHorizon actions when asked to', () => {
+    const policy = DiffusionPolicy.load(shippedPolicyDir('pusht'), { env: 'pusht' });
+    const env = new PushTEnv({ maxSteps: 12 });
+    try {
+      const r = evaluatePolicy(env, policy, { episodes: 1, seed: 2, actionHorizon: 3 });
+      // 12 steps, 3 actions per chunk: 4 chunks (8 per chunk would give 2).
+      expect(r.perEpisode[0].steps).toBe(12);
+      expect(r.latencyMs.chunks).toBe(4);
+      expect(() => evaluatePolicy(env, policy, { episodes: 1, seed: 2, actionHorizon: 16 })).toThrow(/^actionHorizon: expected <= 15/);
+    } finally {
+      env.close();
+      policy.dispose();
+    }
+  }, 60_000);
 });

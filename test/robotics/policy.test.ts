@@ -110,6 +110,13 @@ describe('policy', () => {
     const err = exec.reduce((s, a, k) => s + Math.abs(a[0] - expert[k]), 0) / exec.length;
     // A random action in [-1, 1] is on average ~0.8 from these targets; require far better.
     expect(err).toBeLessThan(0.25);
+    // Replanning more often executes a prefix of the same actions; Ta is bounded by Tp - To + 1.
+    const short = policy.executable(chunks[0], 2);
+    expect(short.map((a) => a[0])).toEqual(exec.slice(0, 2).map((a) => a[0]));
+    expect(policy.executable(chunks[0], 7)).toHaveLength(7);
+    expect(() => policy.executable(chunks[0], 8)).toThrow(/^actionHorizon: expected <= 7/);
+    expect(() => policy.executable(chunks[0], 0)).toThrow(/^actionHorizon: expected >= 1/);
+    expect(() => policy.executable(chunks[0].subarray(0, 3))).toThrow(/^chunk: expected a Float32Array of 8 numbers/);
 
     // Pinned actions are exact.
     const pinned = policy.predictChunks([windows[0]], { seed: 4, pinned: [Float64Array.of(0.33)] });

@@ -47,6 +47,8 @@ export interface PredictOptions {
   readonly pinned?: readonly ArrayLike<number>[];
   /** Several candidate chunks per window; the one with the lowest total guidance cost is returned. */
   readonly candidates?: number;
+  /** Scale of the starting noise (default 1); below 1 the chunk moves toward the policy's modes. */
+  readonly temperature?: number;
 }
 
 export interface ChunkResult {
@@ -222,6 +224,7 @@ export class DiffusionPolicy {
         grid: { kind: 'uniform', steps: opts.steps ?? this.config.samplingSteps },
         rng,
         project,
+        temperature: opts.temperature,
       });
       const actions = tf.tidy(() => this.unnormalizeTensor(x));
       x.dispose();
@@ -243,11 +246,17 @@ export class DiffusionPolicy {
     return { chunks, latencyMs: performance.now() - t0 };
   }
 
-  /** The actions to execute from a chunk: steps [To-1, To-1+Ta) (Diffusion Policy's convention). */
-  executable(chunk: Float32Array): Float64Array[] {
+  /**
+   * The actions to execute from a chunk: steps [To-1, To-1+Ta) (Diffusion Policy's convention).
+   * `actionHorizon` overrides the trained Ta (1 .. Tp - To + 1), e.g. to replan more often.
+   */
+  executable(chunk: Float32Array, actionHorizon: number = this.config.actionHorizon): Float64Array[] {
     const A = this.config.actionDim;
+    const To = this.config.obsHorizon;
+    const Ta = checkNumber('actionHorizon', actionHorizon, { integer: true, min: 1, max: this.config.predHorizon - To + 1 });
+    if (!(chunk instanceof Float32Array) || chunk.length !== this.config.predHorizon * A) fail(`chunk: expected a Float32Array of ${this.config.predHorizon * A} numbers`);
     const out: Float64Array[] = [];
-    for (let k = this.config.obsHorizon - 1; k < this.config.obsHorizon - 1 + this.config.actionHorizon; k++) {
+    for (let k = To - 1; k < To - 1 + Ta; k++) {
       out.push(Float64Array.from(chunk.subarray(k * A, (k + 1) * A)));
     }
     return out;

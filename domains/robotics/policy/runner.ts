@@ -28,6 +28,8 @@ export interface RunOptions extends PredictOptions {
   readonly pinExecuted?: number;
   /** What the policy sees of each observation (default: all of it). */
   readonly observe?: (obs: Float64Array) => Float64Array;
+  /** Actions executed per chunk before replanning (default: the policy's trained Ta). */
+  readonly actionHorizon?: number;
 }
 
 export function runEpisode(env: Env, policy: DiffusionPolicy, opts: RunOptions): EpisodeResult {
@@ -52,7 +54,7 @@ export function runEpisode(env: Env, policy: DiffusionPolicy, opts: RunOptions):
     const pinned = pin ? actions.slice(actions.length - (To - 1)) : undefined;
     const { chunks, latencyMs } = policy.predictChunks([history.slice(-To)], { ...opts, seed: opts.seed * 100003 + chunkIndex++, pinned });
     latencies.push(latencyMs);
-    for (const a of policy.executable(chunks[0])) {
+    for (const a of policy.executable(chunks[0], opts.actionHorizon)) {
       const r = env.step(a);
       steps++;
       actions.push(a);
