@@ -11,7 +11,7 @@ import { collectDemos } from './expert/armReachExpert.js';
 import { collectCorrections } from './expert/corrections.js';
 import { readEpisodesMcap, writeEpisodesMcap, type EpisodeRecord } from './data/episodes.js';
 import { DEFAULT_PUSHT_ZARR, loadPushtDemos } from './data/pushtDemos.js';
-import { ENV_NAMES, envForPolicy } from './envs.js';
+import { ENV_NAMES, armActionMode, envForPolicy } from './envs.js';
 import { evaluatePolicy, type Circle } from './evaluate.js';
 import { DEFAULT_POLICY, type DiffusionPolicyConfig } from './policy/config.js';
 import { DiffusionPolicy, type CostTerm } from './policy/policy.js';
@@ -124,9 +124,10 @@ async function robotCollect(argv: string[]): Promise<number> {
 async function robotCollectCorrections(checkpoint: string, episodes: number, seed: number, safetyMargin: number | undefined, every: number, out: string, json: boolean): Promise<number> {
   await setBackend('auto');
   const policy = DiffusionPolicy.load(checkpoint, { env: 'arm-reach' });
-  const actionMode = policy.config.envOptions?.actionMode === 'position' ? 'position' : 'velocity';
-  const e = await ArmReachEnv.create({ seed, actionMode });
-  const expertEnv = await ArmReachEnv.create({ seed, actionMode });
+  const actionMode = armActionMode(policy.config);
+  // Both environments are built from the policy's own options, like eval and serve do.
+  const e = (await envForPolicy(policy.config, { seed })) as ArmReachEnv;
+  const expertEnv = (await envForPolicy(policy.config, { seed })) as ArmReachEnv;
   const t0 = performance.now();
   try {
     const r = collectCorrections(e, expertEnv, policy, { episodes, seed, safetyMargin, every });
@@ -220,8 +221,8 @@ async function robotTrain(argv: string[]): Promise<number> {
   const steps = intOpt(o.steps, 'steps', 20000, 1);
   const initFrom = typeof o.init === 'string' ? DiffusionPolicy.load(o.init, { env }) : undefined;
   const trainCfg: DiffusionPolicyConfig = initFrom ? { ...initFrom.config, sampler: cfg.sampler, samplingSteps: cfg.samplingSteps } : cfg;
-  if (initFrom && (initFrom.config.envOptions?.actionMode ?? 'velocity') !== (envOptions?.actionMode ?? 'velocity')) {
-    throw new UsageError(`--init: ${String(o.init)} acts with ${String(initFrom.config.envOptions?.actionMode ?? 'velocity')} actions, the data has ${envOptions?.actionMode ?? 'velocity'} actions`);
+  if (initFrom && env === 'arm-reach' && armActionMode(initFrom.config) !== armActionMode({ envOptions })) {
+    throw new UsageError(`--init: ${String(o.init)} acts with ${armActionMode(initFrom.config)} actions, the data has ${armActionMode({ envOptions })} actions`);
   }
   if (initFrom && (trainCfg.obsDim !== cfg.obsDim || trainCfg.actionDim !== cfg.actionDim)) {
     throw new UsageError(`--init: ${String(o.init)} expects observations of ${trainCfg.obsDim} and actions of ${trainCfg.actionDim} numbers; the data has ${cfg.obsDim} and ${cfg.actionDim}`);
@@ -273,7 +274,7 @@ async function robotEval(argv: string[]): Promise<number> {
   const env = await envForPolicy(policy.config);
   const novel = intOpt(o['novel-obstacles'], 'novel-obstacles', 0, 0);
   const spec = typeof o.guide === 'string' ? o.guide : undefined;
-  const guidanceFor = spec ? (constraints: readonly Circle[]): readonly CostTerm[] => parseGuideSpec(spec, envName, { constraints, actionMode: policy.config.envOptions?.actionMode === 'position' ? 'position' : undefined }) : undefined;
+  const guidanceFor = spec ? (constraints: readonly Circle[]): readonly CostTerm[] => parseGuideSpec(spec, envName, { constraints, actionMode: envName === 'arm-reach' ? armActionMode(policy.config) : undefined }) : undefined;
   const episodes = intOpt(o.episodes, 'episodes', 50, 1);
   const temperature = numOpt(o.temperature, 'temperature', 1);
   if (temperature < 0) throw new UsageError(`--temperature: expected a number >= 0, received '${String(o.temperature)}'`);

@@ -22,6 +22,14 @@ function armOptions(o: Readonly<Record<string, unknown>> | undefined): ArmReachO
   return out;
 }
 
+/**
+ * The arm-reach action mode a policy acts with ('velocity' unless its demonstrations were
+ * recorded with position actions). Fails on an invalid `envOptions.actionMode`.
+ */
+export function armActionMode(config: { readonly envOptions?: Readonly<Record<string, unknown>> }): 'velocity' | 'position' {
+  return armOptions(config.envOptions).actionMode ?? 'velocity';
+}
+
 /** The environment a policy acts in: its `env` with the options its demonstrations were recorded under. */
 export async function envForPolicy(config: { readonly env: string; readonly envOptions?: Readonly<Record<string, unknown>> }, opts: { seed?: number } = {}): Promise<Env> {
   if (config.env === 'pusht' && config.envOptions !== undefined && Object.keys(config.envOptions).length > 0) {

@@ -11,6 +11,7 @@
 import type { ArmReachEnv } from '../env/armReach.js';
 import { STATE_LAYOUT } from '../env/armReachSpec.js';
 import { EnvRng } from '../env/rng.js';
+import { armActionMode } from '../envs.js';
 import type { DiffusionPolicy } from '../policy/policy.js';
 import { planArmReach, trackPlan, type ArmReachDemo, type ArmReachPlan } from './armReachExpert.js';
 
@@ -64,9 +65,9 @@ export function collectCorrections(env: ArmReachEnv, expertEnv: ArmReachEnv, pol
   if (env === expertEnv) throw new TypeError('collectCorrections: env and expertEnv must be two environments (the expert runs beside the policy)');
   if (policy === null || typeof policy !== 'object' || typeof policy.predictChunks !== 'function') throw new TypeError('collectCorrections: policy must be a DiffusionPolicy');
   if (policy.config.env !== 'arm-reach') throw new TypeError(`collectCorrections: policy was trained for '${policy.config.env}', not 'arm-reach'`);
-  const mode = policy.config.envOptions?.actionMode ?? 'velocity';
+  const mode = armActionMode(policy.config);
   for (const [name, e] of [['env', env], ['expertEnv', expertEnv]] as const) {
-    if (e.actionMode !== mode) throw new TypeError(`collectCorrections: the policy acts with ${String(mode)} actions, ${name} takes ${e.actionMode} actions`);
+    if (e.actionMode !== mode) throw new TypeError(`collectCorrections: the policy acts with ${mode} actions, ${name} takes ${e.actionMode} actions`);
   }
   if (!Number.isInteger(options?.episodes) || options.episodes <= 0) {
     throw new RangeError(`collectCorrections: options.episodes must be a positive integer, got ${String(options?.episodes)}`);
