@@ -3,7 +3,7 @@
  * control-loop case) over many windows taken from real episodes.
  *   npx tsx benchmarks/policy.ts [--checkpoint models/pusht-policy] [--env pusht] [--n 200]
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -22,6 +22,15 @@ export interface PolicyLatency {
   readonly p50Ms: number;
   readonly p99Ms: number;
   readonly meanMs: number;
+}
+
+/** Latency variants for a checkpoint: its sampler at 10 / 5 / 1 steps (+ DPM-Solver++ 2M at 5 for diffusion paths). */
+export function samplerVariants(checkpoint: string): { sampler: SamplerName; steps: number }[] {
+  const meta = JSON.parse(readFileSync(path.join(checkpoint, 'model.json'), 'utf8')) as { meta?: { extra?: { policy?: { sampler?: SamplerName; objective?: string } } } };
+  const p = meta.meta?.extra?.policy;
+  if (!p?.sampler) throw new Error(`${checkpoint}: model.json has no policy sampler (is it a policy checkpoint?)`);
+  const own = [10, 5, 1].map((steps) => ({ sampler: p.sampler as SamplerName, steps }));
+  return p.objective === 'flow-matching' ? own : [own[0], { sampler: 'dpmpp-2m', steps: 5 }, ...own.slice(1)];
 }
 
 export async function runPolicyBench(opts: { checkpoint: string; env: string; n?: number; variants?: { sampler: SamplerName; steps: number }[] }): Promise<PolicyLatency[]> {
@@ -56,11 +65,9 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
     checkpoint: values.checkpoint as string,
     env: values.env as string,
     n: Number(values.n),
-    variants: [
-      { sampler: 'ddim', steps: 10 },
-      { sampler: 'dpmpp-2m', steps: 5 },
-      { sampler: 'ddim', steps: 1 },
-    ],
+    // The checkpoint's own sampler at 10, 5 and 1 steps (DDIM for diffusion policies, flow
+    // Euler for flow-matching ones), plus DPM-Solver++ 2M at 5 steps for diffusion policies.
+    variants: samplerVariants(values.checkpoint as string),
   });
   const file = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results', `policy-${values.env}.json`);
   mkdirSync(path.dirname(file), { recursive: true });

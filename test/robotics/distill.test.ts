@@ -7,12 +7,20 @@ import { describe, expect, it } from 'vitest';
 import { loadPushtDemos } from '../../domains/robotics/data/pushtDemos.js';
 import { DEFAULT_DISTILL_SIGMA_DATA, policyDistiller } from '../../domains/robotics/policy/distill.js';
 import { DiffusionPolicy } from '../../domains/robotics/policy/policy.js';
-import { shippedPolicyDir } from '../../domains/robotics/serve/cli.js';
+import { DEFAULT_POLICY } from '../../domains/robotics/policy/config.js';
+import { policyTrainer } from '../../domains/robotics/policy/train.js';
 
 describe('consistency distillation of a policy', () => {
   it("starts from the teacher's one-step estimate, trains, and round-trips through a checkpoint", async () => {
-    const teacher = DiffusionPolicy.load(shippedPolicyDir('pusht'), { env: 'pusht' });
+    // A diffusion teacher of its own (the shipped Push-T policy is a flow-matching one).
     const demos = await loadPushtDemos(undefined, { episodes: 3 });
+    const teacherDir = mkdtempSync(path.join(os.tmpdir(), 'sf-teacher-'));
+    const t = policyTrainer(demos, { ...DEFAULT_POLICY, env: 'pusht', obsDim: 5, actionDim: 2, channels: [16, 32], embedDim: 32 }, { steps: 2, batchSize: 8, seed: 0 });
+    t.trainer.trainStep();
+    await t.save(teacherDir);
+    t.dispose();
+    const teacher = DiffusionPolicy.load(teacherDir, { env: 'pusht' });
+    rmSync(teacherDir, { recursive: true, force: true });
     const d = policyDistiller(teacher, demos, { steps: 3, batchSize: 8, seed: 1 });
     const dir = mkdtempSync(path.join(os.tmpdir(), 'sf-distill-'));
     try {
@@ -56,4 +64,21 @@ describe('consistency distillation of a policy', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 120_000);
+
+  it('refuses a flow-matching teacher with a message saying why', async () => {
+    const demos = await loadPushtDemos(undefined, { episodes: 2 });
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'sf-flow-teacher-'));
+    const cfg = { ...DEFAULT_POLICY, env: 'pusht', obsDim: 5, actionDim: 2, channels: [16, 32], embedDim: 32, objective: 'flow-matching', path: 'rectified-flow', prediction: 'velocity', sampler: 'flow-euler' } as const;
+    const t = policyTrainer(demos, cfg, { steps: 1, batchSize: 8, seed: 0 });
+    t.trainer.trainStep();
+    await t.save(dir);
+    t.dispose();
+    const flow = DiffusionPolicy.load(dir, { env: 'pusht' });
+    try {
+      expect(() => policyDistiller(flow, demos, { steps: 1 })).toThrow(/^teacher: its 'rectified-flow' path ends in pure noise/);
+    } finally {
+      flow.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

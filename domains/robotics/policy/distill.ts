@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { consistencyDistillationLoss } from '../../../src/loss/consistencyLoss.js';
 import { consistencyGrid, consistencyParam } from '../../../src/loss/consistencyParam.js';
 import { Trainer } from '../../../src/train/trainer.js';
-import { checkNumber } from '../../../src/util/validate.js';
+import { checkNumber, fail } from '../../../src/util/validate.js';
 import type { DiffusionPolicyConfig } from './config.js';
 import { DiffusionPolicy } from './policy.js';
 import { buildWindows, type Demo } from './windows.js';
@@ -42,6 +42,12 @@ export interface DistillOptions {
 export function policyDistiller(teacher: DiffusionPolicy, demos: readonly Demo[], opts: DistillOptions): { trainer: Trainer; student: () => DiffusionPolicy; dispose: () => void } {
   const steps = checkNumber('steps', opts.steps, { integer: true, min: 1 });
   const cfg = teacher.config;
+  if (!(teacher.path.alpha(teacher.path.tMax) > 0)) {
+    fail(
+      `teacher: its '${teacher.path.kind}' path ends in pure noise (alpha(tMax) = 0), which the consistency boundary scalings cannot use; ` +
+        `distil a diffusion teacher (vp-cosine, vp-linear, ve, edm), or sample a flow policy with one step (eval --steps 1)`,
+    );
+  }
   const w = buildWindows(demos, cfg, teacher.features);
   const F = teacher.features.outputDim;
   const x = tf.tensor3d(teacher.actionNormalizer.normalize(w.actions), [w.count, cfg.predHorizon, cfg.actionDim]);
