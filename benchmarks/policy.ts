@@ -3,7 +3,7 @@
  * control-loop case) over many windows taken from real episodes.
  *   npx tsx benchmarks/policy.ts [--checkpoint models/pusht-policy] [--env pusht] [--n 200]
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -24,13 +24,13 @@ export interface PolicyLatency {
   readonly meanMs: number;
 }
 
-/** Latency variants for a checkpoint: its sampler at 10 / 5 / 1 steps (+ DPM-Solver++ 2M at 5 for diffusion paths). */
-export function samplerVariants(checkpoint: string): { sampler: SamplerName; steps: number }[] {
-  const meta = JSON.parse(readFileSync(path.join(checkpoint, 'model.json'), 'utf8')) as { meta?: { extra?: { policy?: { sampler?: SamplerName; objective?: string } } } };
-  const p = meta.meta?.extra?.policy;
-  if (!p?.sampler) throw new Error(`${checkpoint}: model.json has no policy sampler (is it a policy checkpoint?)`);
-  const own = [10, 5, 1].map((steps) => ({ sampler: p.sampler as SamplerName, steps }));
-  return p.objective === 'flow-matching' ? own : [own[0], { sampler: 'dpmpp-2m', steps: 5 }, ...own.slice(1)];
+/**
+ * Default latency variants: the policy's own sampler at 10, 5 and 1 steps (DDIM for diffusion
+ * policies, flow Euler for flow-matching ones), plus DPM-Solver++ 2M at 5 steps for diffusion.
+ */
+function samplerVariants(config: DiffusionPolicy['config']): { sampler: SamplerName; steps: number }[] {
+  const own = [10, 5, 1].map((steps) => ({ sampler: config.sampler, steps }));
+  return config.objective === 'flow-matching' ? own : [own[0], { sampler: 'dpmpp-2m', steps: 5 }, ...own.slice(1)];
 }
 
 export async function runPolicyBench(opts: { checkpoint: string; env: string; n?: number; variants?: { sampler: SamplerName; steps: number }[] }): Promise<PolicyLatency[]> {
@@ -47,7 +47,7 @@ export async function runPolicyBench(opts: { checkpoint: string; env: string; n?
     windows.push([o0, o1].slice(-policy.horizon.obs));
   }
   env.close();
-  const variants = opts.variants ?? [{ sampler: policy.config.sampler, steps: policy.config.samplingSteps }];
+  const variants = opts.variants ?? samplerVariants(policy.config);
   const out: PolicyLatency[] = [];
   for (const v of variants) {
     for (let w = 0; w < 10; w++) policy.predictChunks([windows[w]], { sampler: v.sampler, steps: v.steps, seed: w });
@@ -65,9 +65,6 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
     checkpoint: values.checkpoint as string,
     env: values.env as string,
     n: Number(values.n),
-    // The checkpoint's own sampler at 10, 5 and 1 steps (DDIM for diffusion policies, flow
-    // Euler for flow-matching ones), plus DPM-Solver++ 2M at 5 steps for diffusion policies.
-    variants: samplerVariants(values.checkpoint as string),
   });
   const file = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results', `policy-${values.env}.json`);
   mkdirSync(path.dirname(file), { recursive: true });
