@@ -8,7 +8,8 @@
  * and regress the online model at (x_{n+1}, t_{n+1}) onto the target model at (x_n, t_n):
  *   loss = mean_i lambda_i d( f_theta(x_{n+1}, t_{n+1}),  stopgrad f_target(x_n, t_n) )
  *   CD: x_n = one ODE step of the teacher from t_{n+1} to t_n (Euler or Heun, EDM form:
- *       dxs/dsig = (xs - D(x, t)) / sig in scaled coordinates);
+ *       dxs/dsig = (xs - D(x, t)) / sig in scaled coordinates; on paths ending in pure noise,
+ *       such as rectified flow, the same ODE in t: dx/dt = alpha' D + sigma' eps_hat);
  *   CT: x_n = a(t_n) x0 + s(t_n) z with the same z (the one-sample estimate of the ODE).
  * Metrics per example over its D entries: 'l2' = ||diff||^2 / D, 'pseudo-huber' =
  * sqrt(||diff||^2 + c^2) - c with c = 0.00054 sqrt(D). lambda: 'uniform' = 1,
@@ -21,7 +22,7 @@ import { coefsForBatch } from '../predict/coefs.js';
 import { toX0Eps } from '../predict/convert.js';
 import type { Rng } from '../rng/rng.js';
 import { checkNumber, checkOneOf, fail } from '../util/validate.js';
-import { consistencyForward, type ConsistencyParam } from './consistencyParam.js';
+import { consistencyForward, consistencyLevel, type ConsistencyParam } from './consistencyParam.js';
 import { checkParam, outputSpace } from './denoising.js';
 import { checkBatch, checkNetwork, checkOutputShape, checkRng, noGrad, perSample } from './internal.js';
 
@@ -106,7 +107,7 @@ function prepare(opts: ConsistencyLossOptions, who: string): Prepared {
   const cp = opts.cparam;
   if (!cp || !cp.path || typeof cp.sigmaMin !== 'number') fail('cparam: expected a ConsistencyParam (see consistencyParam)');
   const grid = prepareConsistencyGrid(opts.grid, cp);
-  const sig = grid.map((t) => cp.path.sigma(t) / cp.path.alpha(t));
+  const sig = grid.map((t) => consistencyLevel(cp, t));
   const metric = checkOneOf('metric', opts.metric ?? 'l2', ['l2', 'pseudo-huber']);
   const huberC = opts.huberC === undefined ? undefined : checkNumber('huberC', opts.huberC, { min: 0 });
   const weighting = checkOneOf('weighting', opts.weighting ?? 'uniform', ['uniform', 'ict']);
@@ -205,6 +206,7 @@ function teacherStep(
   cond: tf.Tensor | undefined,
 ): tf.Tensor {
   const path = cp.path;
+  if (cp.coordinates === 'unscaled') return teacherStepUnscaled(teacher, solver, path, x, tHi, tLo, cond);
   return tf.tidy(() => {
     const r = x.rank;
     const aHi = perSample(Array.from(tHi, (t) => path.alpha(t)), r);
@@ -222,6 +224,35 @@ function teacherStep(
       xsLo = tf.add(xs, tf.mul(tf.add(d, dLo), tf.mul(h, 0.5)));
     }
     return tf.mul(xsLo, aLo);
+  });
+}
+
+/**
+ * The same step for paths that end in pure noise (no scaled coordinates at tMax), in t:
+ * dx/dt = alpha'(t) D + sigma'(t) (x - alpha(t) D) / sigma(t); on rectified flow this is the
+ * velocity eps_hat - D.
+ */
+function teacherStepUnscaled(
+  teacher: Teacher,
+  solver: 'heun' | 'euler',
+  path: ConsistencyParam['path'],
+  x: tf.Tensor,
+  tHi: Float64Array,
+  tLo: Float64Array,
+  cond: tf.Tensor | undefined,
+): tf.Tensor {
+  return tf.tidy(() => {
+    const r = x.rank;
+    const velocity = (xt: tf.Tensor, t: Float64Array): tf.Tensor => {
+      const d = teacherX0(teacher, xt, t, cond);
+      const eps = tf.div(tf.sub(xt, tf.mul(d, perSample(Array.from(t, (v) => path.alpha(v)), r))), perSample(Array.from(t, (v) => path.sigma(v)), r));
+      return tf.add(tf.mul(d, perSample(Array.from(t, (v) => path.dAlpha(v)), r)), tf.mul(eps, perSample(Array.from(t, (v) => path.dSigma(v)), r)));
+    };
+    const h = perSample(Array.from(tHi, (t, i) => tLo[i] - t), r);
+    const vHi = velocity(x, tHi);
+    const xLo = tf.add(x, tf.mul(vHi, h));
+    if (solver === 'euler') return xLo;
+    return tf.add(x, tf.mul(tf.add(vHi, velocity(xLo, tLo)), tf.mul(h, 0.5)));
   });
 }
 

@@ -15,10 +15,15 @@
  * same, and a student initialised from its teacher starts as the teacher's one-step estimate
  * instead of a network fed inputs and read with scalings it was never trained on.
  * The model is a Denoiser like any other, so the consistency samplers of src/sample apply.
+ *
+ * Paths that end in pure noise (alpha(tMax) = 0: rectified flow) have no scaled coordinates at
+ * tMax. There the parameterisation works in the path's own coordinates: xs = x and the noise
+ * level is sig = sigma(t) (= t on rectified flow), with the same c_skip / c_out / c_in formulas.
+ * The boundary condition is unchanged: f(x, tMin) = x.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { predictBatch, timeFeature, type Denoiser, type Network, type Parameterization } from '../denoiser/denoiser.js';
-import type { NoisePath } from '../path/types.js';
+import { invertDecreasing, type NoisePath } from '../path/types.js';
 import { coefsForBatch } from '../predict/coefs.js';
 import { toX0Eps } from '../predict/convert.js';
 import { checkParam, outputSpace } from './denoising.js';
@@ -34,6 +39,11 @@ export interface ConsistencyParam {
   readonly tMin: number;
   /** When set, the network is a plain denoiser network of this parameterisation (see above). */
   readonly inner?: Parameterization;
+  /**
+   * 'scaled': xs = x / alpha, sig = sigma / alpha (paths with alpha(tMax) > 0);
+   * 'unscaled': xs = x, sig = sigma (paths ending in pure noise, e.g. rectified flow).
+   */
+  readonly coordinates: 'scaled' | 'unscaled';
 }
 
 export interface ConsistencyParamOptions {
@@ -47,42 +57,57 @@ export interface ConsistencyParamOptions {
 }
 
 const scaledSigma = (path: NoisePath, t: number): number => path.sigma(t) / path.alpha(t);
+const unscaled = (path: NoisePath): boolean => !(path.alpha(path.tMax) > 0);
+
+/** The noise level sig(t) of the consistency scalings: sigma / alpha, or sigma on paths ending in pure noise. */
+export function consistencyLevel(cp: Pick<ConsistencyParam, 'path' | 'coordinates'>, t: number): number {
+  return cp.coordinates === 'unscaled' ? cp.path.sigma(t) : scaledSigma(cp.path, t);
+}
+
+/** The time at which the noise level is `level` (inverse of consistencyLevel on (0, tMax]). */
+export function consistencyTimeOfLevel(cp: Pick<ConsistencyParam, 'path' | 'coordinates'>, level: number): number {
+  const path = cp.path;
+  if (cp.coordinates === 'unscaled') return invertDecreasing((t) => -path.sigma(t), -level, 0, path.tMax);
+  return path.kind === 'edm' ? level : path.tFromLogSnr(-2 * Math.log(level));
+}
 
 export function consistencyParam(opts: ConsistencyParamOptions): ConsistencyParam {
   if (!opts || typeof opts !== 'object') fail('consistencyParam: expected an options object { path, sigmaData?, sigmaMin? }');
   const path = opts.path;
   if (!path || typeof path.alpha !== 'function') fail('path: expected a NoisePath');
   const sigmaData = checkNumber('sigmaData', opts.sigmaData ?? path.sigmaData, { min: 1e-12 });
-  if (!(path.alpha(path.tMax) > 0)) fail(`path: alpha(tMax) must be > 0 for scaled consistency coordinates (kind '${path.kind}')`);
+  const coordinates = unscaled(path) ? 'unscaled' : 'scaled';
+  const lv = { path, coordinates } as const;
   let tMin = path.tMin;
-  let sigmaMin = scaledSigma(path, tMin);
+  let sigmaMin = consistencyLevel(lv, tMin);
   if (opts.sigmaMin !== undefined) {
-    sigmaMin = checkNumber('sigmaMin', opts.sigmaMin, { min: Number.MIN_VALUE, max: scaledSigma(path, path.tMax) });
-    tMin = path.kind === 'edm' ? sigmaMin : path.tFromLogSnr(-2 * Math.log(sigmaMin));
+    sigmaMin = checkNumber('sigmaMin', opts.sigmaMin, { min: Number.MIN_VALUE, max: consistencyLevel(lv, path.tMax) });
+    tMin = consistencyTimeOfLevel(lv, sigmaMin);
   }
   if (!(sigmaMin > 0)) fail(`sigmaMin: expected > 0, received ${sigmaMin}`);
   if (opts.inner !== undefined) {
     const inner = checkParam(opts.inner);
     if (inner.path !== path) fail(`inner.path: must be the consistency path itself (received kind '${inner.path.kind}', path kind '${path.kind}')`);
-    return { path, sigmaData, sigmaMin, tMin, inner };
+    return { path, sigmaData, sigmaMin, tMin, inner, coordinates };
   }
-  return { path, sigmaData, sigmaMin, tMin };
+  return { path, sigmaData, sigmaMin, tMin, coordinates };
 }
 
 export interface ConsistencyScalings {
   readonly cSkip: number;
   readonly cOut: number;
   readonly cIn: number;
+  /** Divisor of x in f: alpha(t) in scaled coordinates, 1 in unscaled ones. */
   readonly alpha: number;
-  /** Scaled noise level sigma / alpha. */
+  /** Noise level of the scalings (see consistencyLevel). */
   readonly sigma: number;
 }
 
 /** The scalings at time t; t <= tMin is the boundary (c_skip = 1, c_out = 0). */
 export function consistencyScalings(cp: ConsistencyParam, t: number): ConsistencyScalings {
   const tt = Math.max(t, cp.tMin);
-  const alpha = cp.path.alpha(tt);
-  const sig = t <= cp.tMin ? cp.sigmaMin : scaledSigma(cp.path, tt);
+  const alpha = cp.coordinates === 'unscaled' ? 1 : cp.path.alpha(tt);
+  const sig = t <= cp.tMin ? cp.sigmaMin : consistencyLevel(cp, tt);
   const sd = cp.sigmaData;
   const cIn = 1 / Math.sqrt(sig * sig + sd * sd);
   if (t <= cp.tMin) return { cSkip: 1, cOut: 0, cIn, alpha, sigma: sig };
@@ -133,14 +158,14 @@ export function consistencyGrid(cp: ConsistencyParam, n: number, rho = 7): numbe
   checkNumber('rho', rho, { min: 1e-3 });
   const path = cp.path;
   const lo = Math.pow(cp.sigmaMin, 1 / rho);
-  const hi = Math.pow(scaledSigma(path, path.tMax), 1 / rho);
+  const hi = Math.pow(consistencyLevel(cp, path.tMax), 1 / rho);
   const out: number[] = [];
   for (let i = 0; i < n; i++) {
     if (i === 0) out.push(cp.tMin);
     else if (i === n - 1) out.push(path.tMax);
     else {
       const sig = Math.pow(lo + (i / (n - 1)) * (hi - lo), rho);
-      out.push(path.kind === 'edm' ? sig : path.tFromLogSnr(-2 * Math.log(sig)));
+      out.push(consistencyTimeOfLevel(cp, sig));
     }
   }
   return out;

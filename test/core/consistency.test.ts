@@ -2,7 +2,9 @@ import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 // Gradient functions and optimizers: tfjs-core's Node bundle registers no gradients; the union package does.
 import '@tensorflow/tfjs';
-import { wrapNetwork, type Network } from '../../src/denoiser/denoiser.js';
+import { predictBatch, wrapNetwork, type Network } from '../../src/denoiser/denoiser.js';
+import { coefsForBatch } from '../../src/predict/coefs.js';
+import { toX0Eps } from '../../src/predict/convert.js';
 import { gaussianDenoiser } from '../../src/denoiser/gaussian.js';
 import { karrasGrid } from '../../src/grid/grid.js';
 import {
@@ -15,9 +17,9 @@ import {
   consistencyTrainingLoss,
   type ConsistencyParam,
 } from '../../src/loss/index.js';
-import { edm, vpCosine } from '../../src/path/index.js';
+import { edm, rectifiedFlow, vpCosine } from '../../src/path/index.js';
 import { Rng } from '../../src/rng/rng.js';
-import { consistencyOneStep, heunEdm } from '../../src/sample/index.js';
+import { consistencyOneStep, flowRk4, heunEdm } from '../../src/sample/index.js';
 
 /** A tiny MLP on [x, tFeature]: 2 hidden SiLU layers of `width`. */
 function mlp(dim: number, width: number, seed: number): { net: Network; vars: tf.Variable[] } {
@@ -384,6 +386,74 @@ describe("consistency distillation in the 'denoiser' form on a VP path", () => {
     tf.dispose([noise, ref, cm, Lt, mu, ...vars, ...ema.vars]);
     opt.dispose();
     // Measured: 0.633 -> 0.054; mean within 0.03, covariance entries within 0.04.
+    expect(before).toBeGreaterThan(0.3);
+    expect(after).toBeLessThan(0.12);
+    for (let k = 0; k < 2; k++) expect(Math.abs(a.mean[k] - b.mean[k])).toBeLessThan(0.06);
+    for (let i = 0; i < 2; i++) for (let j = 0; j < 2; j++) expect(Math.abs(a.cov[i][j] - b.cov[i][j])).toBeLessThan(0.07);
+  }, 60_000);
+});
+
+describe('consistency models on a path that ends in pure noise (rectified flow)', () => {
+  it('work in unscaled coordinates: level sigma(t) = t, ascending grid up to tMax, exact boundary, finite at tMax', () => {
+    const path = rectifiedFlow();
+    const cp = consistencyParam({ path, sigmaData: 0.02, inner: { path, prediction: 'velocity' } });
+    expect(cp.coordinates).toBe('unscaled');
+    expect(cp.sigmaMin).toBeCloseTo(path.tMin, 12);
+    const grid = consistencyGrid(cp, 20);
+    expect(grid[0]).toBe(cp.tMin);
+    expect(grid[19]).toBe(path.tMax);
+    for (let i = 1; i < 20; i++) expect(grid[i]).toBeGreaterThan(grid[i - 1]);
+    // Karras spacing in the level t itself
+    const mid = Math.pow(Math.pow(path.tMin, 1 / 7) + (10 / 19) * (1 - Math.pow(path.tMin, 1 / 7)), 7);
+    expect(grid[10]).toBeCloseTo(mid, 9);
+    const s = consistencyScalings(cp, 1);
+    expect(s.alpha).toBe(1);
+    expect(s.sigma).toBeCloseTo(1, 12);
+    expect(s.cSkip).toBeCloseTo(0.0004 / (0.9999 ** 2 + 0.0004), 9);
+    const { net, vars } = mlp(2, 16, 5);
+    const x = tf.tidy(() => new Rng(3).normal([16, 2]));
+    const atBoundary = consistencyDenoiser(net, cp)(x, cp.tMin);
+    expect(Array.from(atBoundary.dataSync())).toEqual(Array.from(x.dataSync()));
+    const atNoise = consistencyDenoiser(net, cp)(x, path.tMax);
+    expect(Array.from(atNoise.dataSync()).every(Number.isFinite)).toBe(true);
+    // f at tMax is (up to c_skip ~ 4e-4) the velocity network's x0 estimate x - v
+    const expected = tf.tidy(() => {
+      const x0 = toX0Eps(predictBatch(net, cp.inner!, x, new Array(16).fill(path.tMax)), 'velocity', x, coefsForBatch(path, new Array(16).fill(path.tMax), 2)).x0;
+      return tf.add(tf.mul(x, s.cSkip), tf.mul(x0, 1 - s.cSkip));
+    });
+    const diff = tf.tidy(() => tf.max(tf.abs(tf.sub(atNoise, expected))).dataSync()[0]);
+    expect(diff).toBeLessThan(1e-5);
+    tf.dispose([x, atBoundary, atNoise, expected, ...vars]);
+  });
+
+  it('distillation from the analytic flow teacher: the one-step student approaches the teacher from a random start', () => {
+    const path = rectifiedFlow();
+    const cp = consistencyParam({ path, sigmaData: 0.02, inner: { path, prediction: 'velocity' } });
+    const { teacher, Lt, mu, draw } = gaussianToy(path);
+    const { net, vars } = mlp(2, 64, 7);
+    const ema = emaCopy(2, 64, vars);
+    const loss = consistencyDistillationLoss({ cparam: cp, teacher, solver: 'heun', grid: consistencyGrid(cp, 30), metric: 'pseudo-huber' });
+    const noise = tf.tidy(() => new Rng(99).normal([4000, 2]));
+    const fine = Array.from({ length: 41 }, (_, i) => 1 - i / 40);
+    const ref = flowRk4(teacher, noise, fine, path);
+    const oneStep = (n: Network): tf.Tensor => consistencyOneStep(consistencyDenoiser(n, cp), noise, [path.tMax, 0], path);
+    const rmseVsTeacher = (n: Network): number => tf.tidy(() => Math.sqrt(tf.mean(tf.square(tf.sub(oneStep(n), ref))).dataSync()[0]));
+    const before = rmseVsTeacher(ema.net);
+    const opt = tf.train.adam(2e-3);
+    const rng = new Rng(18);
+    for (let step = 0; step < 800; step++) {
+      const x0 = draw(rng, 256);
+      (opt.minimize(() => loss(net, ema.net, x0, rng), true, vars) as tf.Scalar).dispose();
+      x0.dispose();
+      ema.update(0.95);
+    }
+    const after = rmseVsTeacher(ema.net);
+    const cm = oneStep(ema.net);
+    const a = meanCov(cm);
+    const b = meanCov(ref);
+    console.log(`rectified flow, denoiser form: rmse vs teacher ${before.toFixed(3)} -> ${after.toFixed(3)}; mean ${fmt(a.mean)} vs ${fmt(b.mean)}, cov ${fmt(a.cov)} vs ${fmt(b.cov)}`);
+    tf.dispose([noise, ref, cm, Lt, mu, ...vars, ...ema.vars]);
+    opt.dispose();
     expect(before).toBeGreaterThan(0.3);
     expect(after).toBeLessThan(0.12);
     for (let k = 0; k < 2; k++) expect(Math.abs(a.mean[k] - b.mean[k])).toBeLessThan(0.06);

@@ -65,7 +65,7 @@ describe('consistency distillation of a policy', () => {
     }
   }, 120_000);
 
-  it('refuses a flow-matching teacher with a message saying why', async () => {
+  it('distils a flow-matching teacher in unscaled coordinates: the student starts as one flow-Euler step and loads back', async () => {
     const demos = await loadPushtDemos(undefined, { episodes: 2 });
     const dir = mkdtempSync(path.join(os.tmpdir(), 'sf-flow-teacher-'));
     const cfg = { ...DEFAULT_POLICY, env: 'pusht', obsDim: 5, actionDim: 2, channels: [16, 32], embedDim: 32, objective: 'flow-matching', path: 'rectified-flow', prediction: 'velocity', sampler: 'flow-euler' } as const;
@@ -74,11 +74,33 @@ describe('consistency distillation of a policy', () => {
     await t.save(dir);
     t.dispose();
     const flow = DiffusionPolicy.load(dir, { env: 'pusht' });
+    const d = policyDistiller(flow, demos, { steps: 2, batchSize: 8, seed: 1 });
     try {
-      expect(() => policyDistiller(flow, demos, { steps: 1 })).toThrow(/^teacher: its 'rectified-flow' path ends in pure noise/);
+      const s0 = d.student();
+      const cp = s0.consistencyParam()!;
+      expect(cp.coordinates).toBe('unscaled');
+      // One consistency step of the fresh student and one flow-Euler step of the teacher, from
+      // the same noise: identical up to c_skip (~4e-4) times the difference of x_T and x0.
+      const window = [Float64Array.of(200, 300, 256, 300, 0.3), Float64Array.of(202, 300, 256, 300, 0.3)];
+      const a = s0.predictChunks([window], { seed: 5 }).chunks[0]!;
+      const b = flow.predictChunks([window], { seed: 5, steps: 1 }).chunks[0]!;
+      let worst = 0;
+      for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+      expect(worst).toBeLessThan(0.5); // pixels; the chunks span hundreds
+      expect(worst).toBeGreaterThan(0); // c_skip mixes in the noise
+      s0.dispose();
+      for (let i = 0; i < 2; i++) expect(Number.isFinite(d.trainer.trainStep().loss)).toBe(true);
+      const s1 = d.student();
+      await s1.save(dir);
+      const back = DiffusionPolicy.load(dir, { env: 'pusht' });
+      expect(back.consistencyParam()!.coordinates).toBe('unscaled');
+      expect(Array.from(back.predictChunks([window], { seed: 5 }).chunks[0]!)).toEqual(Array.from(s1.predictChunks([window], { seed: 5 }).chunks[0]!));
+      s1.dispose();
+      back.dispose();
     } finally {
+      d.dispose();
       flow.dispose();
       rmSync(dir, { recursive: true, force: true });
     }
-  });
+  }, 120_000);
 });

@@ -42,18 +42,14 @@ export interface DistillOptions {
 export function policyDistiller(teacher: DiffusionPolicy, demos: readonly Demo[], opts: DistillOptions): { trainer: Trainer; student: () => DiffusionPolicy; dispose: () => void } {
   const steps = checkNumber('steps', opts.steps, { integer: true, min: 1 });
   const cfg = teacher.config;
-  if (!(teacher.path.alpha(teacher.path.tMax) > 0)) {
-    fail(
-      `teacher: its '${teacher.path.kind}' path ends in pure noise (alpha(tMax) = 0), which the consistency boundary scalings cannot use; ` +
-        `distil a diffusion teacher (vp-cosine, vp-linear, ve, edm), or sample a flow policy with one step (eval --steps 1)`,
-    );
-  }
   const w = buildWindows(demos, cfg, teacher.features);
   const F = teacher.features.outputDim;
   const x = tf.tensor3d(teacher.actionNormalizer.normalize(w.actions), [w.count, cfg.predHorizon, cfg.actionDim]);
   const cond = tf.tensor2d(teacher.obsNormalizer.normalize(w.obs), [w.count, cfg.obsHorizon * F]);
   // The student keeps the teacher's parameterisation ('denoiser' form), so starting from the
   // teacher's weights it starts as the teacher's x0 estimate (see DEFAULT_DISTILL_SIGMA_DATA).
+  // A flow-matching teacher (rectified flow, alpha(tMax) = 0) is distilled in the path's own
+  // coordinates (src/loss/consistencyParam.ts); its fresh student is one flow-Euler step.
   const cparam = consistencyParam({ path: teacher.path, sigmaData: checkNumber('sigmaData', opts.sigmaData ?? DEFAULT_DISTILL_SIGMA_DATA, { min: Number.MIN_VALUE }), inner: teacher.param });
   const loss = consistencyDistillationLoss({
     cparam,
