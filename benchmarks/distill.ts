@@ -6,7 +6,7 @@
  *   intervals  for each interval of the distillation grid, the rms gap between the initial
  *              student (the teacher in 'denoiser' form) at t_{n+1} and at the teacher's Heun step
  *              to t_n, and the rms error of its x0 estimate against the clean chunk;
- *   drift      the student's one-step output against the teacher's DDIM 10 output, every
+ *   drift      the student's one-step output against the teacher's own sampler (DDIM 10 or flow-Euler 10), every
  *              `--every` distillation steps.
  *   npx tsx benchmarks/distill.ts [--checkpoint models/pusht-policy] [--what ode,intervals,drift]
  *                                 [--steps 400] [--every 50] [--lr 2e-4] [--metric pseudo-huber|l2] [--sigma-data 0.5]
@@ -84,6 +84,7 @@ if (what.has('ode')) {
 }
 
 if (what.has('intervals')) {
+  if (!(path.alpha(path.tMax) > 0)) throw new Error(`--what intervals: works in scaled coordinates, which a '${path.kind}' teacher does not have; use --what drift`);
   const cp = consistencyParam({ path, sigmaData, inner: teacher.param });
   const grid = consistencyGrid(cp, 20);
   const z = new Rng(3).normal(shape);
@@ -110,13 +111,14 @@ if (what.has('intervals')) {
 }
 
 if (what.has('drift')) {
-  const ref = run(teacher, 'ddim', { kind: 'uniform', steps: 10 });
+  // The teacher's own sampler and step count (DDIM 10 for a diffusion teacher, flow-Euler 10 for a flow one).
+  const ref = run(teacher, teacher.config.sampler, { kind: 'uniform', steps: teacher.config.samplingSteps });
   const d = policyDistiller(teacher, demos, { steps: Math.max(1, steps), batchSize: 64, seed: 1, lr, sigmaData, metric: o.metric as 'l2' | 'pseudo-huber' });
   for (let s = 0; s <= steps; s++) {
     if (s % every === 0 || s === steps) {
       const student = d.student();
       const y = run(student, 'consistency-1step', { kind: 'uniform', steps: 1 });
-      console.log(JSON.stringify({ diagnostic: 'drift', step: s, lr, sigmaData, metric: o.metric, rmsOneStepToTeacherDdim10: rms(y, ref) }));
+      console.log(JSON.stringify({ diagnostic: 'drift', step: s, lr, sigmaData, metric: o.metric, teacherSampler: `${teacher.config.sampler}-${teacher.config.samplingSteps}`, rmsOneStepToTeacher: rms(y, ref) }));
       y.dispose();
       student.dispose();
     }
