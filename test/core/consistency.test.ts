@@ -75,6 +75,44 @@ function gaussianToy(path: Parameters<typeof gaussianDenoiser>[1]) {
 
 const fmt = (v: number[] | number[][]): string => JSON.stringify(v, (_, x) => (typeof x === 'number' ? Number(x.toFixed(3)) : x));
 
+/**
+ * Distils the analytic Gaussian teacher on `cp.path` into a 'denoiser'-form student (800 steps,
+ * pseudo-Huber, Heun teacher steps on a 30-point grid) and compares one-step samples with the
+ * teacher's reference ODE solution from the same noise.
+ */
+function distilDenoiserForm(
+  path: Parameters<typeof gaussianDenoiser>[1],
+  cp: ConsistencyParam,
+  label: string,
+  reference: (teacher: ReturnType<typeof gaussianDenoiser>, noise: tf.Tensor) => tf.Tensor,
+): { before: number; after: number; a: ReturnType<typeof meanCov>; b: ReturnType<typeof meanCov> } {
+  const { teacher, Lt, mu, draw } = gaussianToy(path);
+  const { net, vars } = mlp(2, 64, 7);
+  const ema = emaCopy(2, 64, vars);
+  const loss = consistencyDistillationLoss({ cparam: cp, teacher, solver: 'heun', grid: consistencyGrid(cp, 30), metric: 'pseudo-huber' });
+  const noise = tf.tidy(() => tf.mul(new Rng(99).normal([4000, 2]), path.sigma(path.tMax)));
+  const ref = reference(teacher, noise);
+  const oneStep = (n: Network): tf.Tensor => consistencyOneStep(consistencyDenoiser(n, cp), noise, [path.tMax, 0], path);
+  const rmseVsTeacher = (n: Network): number => tf.tidy(() => Math.sqrt(tf.mean(tf.square(tf.sub(oneStep(n), ref))).dataSync()[0]));
+  const before = rmseVsTeacher(ema.net);
+  const opt = tf.train.adam(2e-3);
+  const rng = new Rng(18);
+  for (let step = 0; step < 800; step++) {
+    const x0 = draw(rng, 256);
+    (opt.minimize(() => loss(net, ema.net, x0, rng), true, vars) as tf.Scalar).dispose();
+    x0.dispose();
+    ema.update(0.95);
+  }
+  const after = rmseVsTeacher(ema.net);
+  const cm = oneStep(ema.net);
+  const a = meanCov(cm);
+  const b = meanCov(ref);
+  console.log(`${label}, denoiser form: rmse vs teacher ${before.toFixed(3)} -> ${after.toFixed(3)}; mean ${fmt(a.mean)} vs ${fmt(b.mean)}, cov ${fmt(a.cov)} vs ${fmt(b.cov)}`);
+  tf.dispose([noise, ref, cm, Lt, mu, ...vars, ...ema.vars]);
+  opt.dispose();
+  return { before, after, a, b };
+}
+
 describe('consistency parameterisation', () => {
   it('satisfies the boundary condition f(x, tMin) = x exactly, whatever the network', () => {
     const { net, vars } = mlp(2, 16, 1);
@@ -360,31 +398,9 @@ describe('consistency distillation from the analytic Gaussian teacher', () => {
 describe("consistency distillation in the 'denoiser' form on a VP path", () => {
   it('the one-step student approaches the teacher from a random start', () => {
     const path = vpCosine();
-    const cp = consistencyParam({ path, sigmaData: 0.5, inner: { path, prediction: 'x0' } });
-    const { spec, teacher, Lt, mu, draw } = gaussianToy(path);
-    const { net, vars } = mlp(2, 64, 7);
-    const ema = emaCopy(2, 64, vars);
-    const loss = consistencyDistillationLoss({ cparam: cp, teacher, solver: 'heun', grid: consistencyGrid(cp, 30), metric: 'pseudo-huber' });
-    const noise = tf.tidy(() => tf.mul(new Rng(99).normal([4000, 2]), path.sigma(path.tMax)));
-    const ref = heunEdm(teacher, noise, karrasGrid(path, 40), path);
-    const oneStep = (n: Network): tf.Tensor => consistencyOneStep(consistencyDenoiser(n, cp), noise, [path.tMax, 0], path);
-    const rmseVsTeacher = (n: Network): number => tf.tidy(() => Math.sqrt(tf.mean(tf.square(tf.sub(oneStep(n), ref))).dataSync()[0]));
-    const before = rmseVsTeacher(ema.net);
-    const opt = tf.train.adam(2e-3);
-    const rng = new Rng(18);
-    for (let step = 0; step < 800; step++) {
-      const x0 = draw(rng, 256);
-      (opt.minimize(() => loss(net, ema.net, x0, rng), true, vars) as tf.Scalar).dispose();
-      x0.dispose();
-      ema.update(0.95);
-    }
-    const after = rmseVsTeacher(ema.net);
-    const cm = oneStep(ema.net);
-    const a = meanCov(cm);
-    const b = meanCov(ref);
-    console.log(`VP, denoiser form: rmse vs teacher ${before.toFixed(3)} -> ${after.toFixed(3)}; mean ${fmt(a.mean)} vs ${fmt(b.mean)}, cov ${fmt(a.cov)} vs ${fmt(b.cov)}`);
-    tf.dispose([noise, ref, cm, Lt, mu, ...vars, ...ema.vars]);
-    opt.dispose();
+    const { before, after, a, b } = distilDenoiserForm(path, consistencyParam({ path, sigmaData: 0.5, inner: { path, prediction: 'x0' } }), 'VP', (teacher, noise) =>
+      heunEdm(teacher, noise, karrasGrid(path, 40), path),
+    );
     // Measured: 0.633 -> 0.054; mean within 0.03, covariance entries within 0.04.
     expect(before).toBeGreaterThan(0.3);
     expect(after).toBeLessThan(0.12);
@@ -428,32 +444,10 @@ describe('consistency models on a path that ends in pure noise (rectified flow)'
 
   it('distillation from the analytic flow teacher: the one-step student approaches the teacher from a random start', () => {
     const path = rectifiedFlow();
-    const cp = consistencyParam({ path, sigmaData: 0.02, inner: { path, prediction: 'velocity' } });
-    const { teacher, Lt, mu, draw } = gaussianToy(path);
-    const { net, vars } = mlp(2, 64, 7);
-    const ema = emaCopy(2, 64, vars);
-    const loss = consistencyDistillationLoss({ cparam: cp, teacher, solver: 'heun', grid: consistencyGrid(cp, 30), metric: 'pseudo-huber' });
-    const noise = tf.tidy(() => new Rng(99).normal([4000, 2]));
     const fine = Array.from({ length: 41 }, (_, i) => 1 - i / 40);
-    const ref = flowRk4(teacher, noise, fine, path);
-    const oneStep = (n: Network): tf.Tensor => consistencyOneStep(consistencyDenoiser(n, cp), noise, [path.tMax, 0], path);
-    const rmseVsTeacher = (n: Network): number => tf.tidy(() => Math.sqrt(tf.mean(tf.square(tf.sub(oneStep(n), ref))).dataSync()[0]));
-    const before = rmseVsTeacher(ema.net);
-    const opt = tf.train.adam(2e-3);
-    const rng = new Rng(18);
-    for (let step = 0; step < 800; step++) {
-      const x0 = draw(rng, 256);
-      (opt.minimize(() => loss(net, ema.net, x0, rng), true, vars) as tf.Scalar).dispose();
-      x0.dispose();
-      ema.update(0.95);
-    }
-    const after = rmseVsTeacher(ema.net);
-    const cm = oneStep(ema.net);
-    const a = meanCov(cm);
-    const b = meanCov(ref);
-    console.log(`rectified flow, denoiser form: rmse vs teacher ${before.toFixed(3)} -> ${after.toFixed(3)}; mean ${fmt(a.mean)} vs ${fmt(b.mean)}, cov ${fmt(a.cov)} vs ${fmt(b.cov)}`);
-    tf.dispose([noise, ref, cm, Lt, mu, ...vars, ...ema.vars]);
-    opt.dispose();
+    const { before, after, a, b } = distilDenoiserForm(path, consistencyParam({ path, sigmaData: 0.02, inner: { path, prediction: 'velocity' } }), 'rectified flow', (teacher, noise) =>
+      flowRk4(teacher, noise, fine, path),
+    );
     expect(before).toBeGreaterThan(0.3);
     expect(after).toBeLessThan(0.12);
     for (let k = 0; k < 2; k++) expect(Math.abs(a.mean[k] - b.mean[k])).toBeLessThan(0.06);
