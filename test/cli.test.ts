@@ -1,6 +1,6 @@
 /** The `scoreflow` command as a user runs it: exit codes, one-line errors, JSON output. */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -37,6 +37,8 @@ describe('scoreflow CLI', () => {
       [['robot', 'eval', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--temperature=-1'], /--temperature: expected a number >= 0/],
       [['robot', 'eval', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--action-horizon', '16'], /--action-horizon: at most Tp - To \+ 1 = 15/],
       [['robot', 'eval', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--action-horizon', '0'], /--action-horizon: expected an integer >= 1/],
+      [['robot', 'export', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--out', path.join(os.tmpdir(), 'sf-never'), '--temperature=-1'], /--temperature: expected a number >= 0/],
+      [['robot', 'export', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--out', path.join(os.tmpdir(), 'sf-never'), '--temperature', 'warm'], /--temperature: expected a number, received 'warm'/],
       [['robot', 'train', '--env', 'pusht', '--objective', 'flow-matching', '--prediction', 'eps'], /--prediction: flow matching always predicts the velocity/],
       [['robot', 'train', '--env', 'pusht', '--prediction', 'score'], /--prediction: unknown value 'score' \(expected one of eps, x0, v\)/],
     ];
@@ -46,6 +48,15 @@ describe('scoreflow CLI', () => {
       expect(r.stderr.trim().split('\n')[0]).toMatch(message);
       expect(r.stderr).not.toMatch(/\n\s+at /);
     }
+  });
+
+  it('robot export --temperature stores the policy\'s default sampling temperature', () => {
+    const out = path.join(mkdtempSync(path.join(os.tmpdir(), 'sf-export-')), 'policy');
+    const r = run(['robot', 'export', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--out', out, '--temperature', '0.7', '--json']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout.trim().split('\n').pop() as string)).toMatchObject({ event: 'export', out });
+    const meta = JSON.parse(readFileSync(path.join(out, 'model.json'), 'utf8')) as { meta: { extra: { policy: { temperature?: number } } } };
+    expect(meta.meta.extra.policy.temperature).toBe(0.7);
   });
 
   it('toy train + toy sample write a checkpoint and print metrics as JSON lines', () => {

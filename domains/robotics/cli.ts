@@ -34,9 +34,11 @@ const USAGE = `usage: scoreflow robot <subcommand> [options]
           [--objective denoising|flow-matching] [--prediction eps|x0|v] [--path P] [--seed S] [--out DIR] [--resume DIR | --init DIR] [--json]
   distill --env E --teacher DIR [--data FILE.mcap | --zarr PATH] [--steps N] [--batch N] [--lr X] [--sigma-data S] [--out DIR] [--json]
           consistency-distil a trained policy into a one-step policy
-  export  --env E --checkpoint DIR --out DIR      inference-only copy (EMA weights, no optimiser state)
+  export  --env E --checkpoint DIR --out DIR [--temperature X]
+          inference-only copy (EMA weights, no optimiser state); --temperature stores the
+          policy's default sampling temperature (scale of the starting noise, default 1)
   eval    --env E --checkpoint DIR [--episodes N] [--seed S] [--guide obstacle:2,smooth:0.1]
-          [--novel-obstacles K] [--sampler S] [--steps N] [--candidates N] [--temperature X]
+          [--novel-obstacles K] [--sampler S] [--steps N] [--candidates N] [--temperature X (default: the policy's)]
           [--action-horizon Ta] [--pin-executed] [--per-episode] [--json]
   serve   [--checkpoint DIR | --env E] [--port P] [--tcp-port P] [--live-view-port P] [--json]
           PolicyService over gRPC (see 'robot serve --help')
@@ -276,7 +278,7 @@ async function robotEval(argv: string[]): Promise<number> {
   const spec = typeof o.guide === 'string' ? o.guide : undefined;
   const guidanceFor = spec ? (constraints: readonly Circle[]): readonly CostTerm[] => parseGuideSpec(spec, envName, { constraints, actionMode: envName === 'arm-reach' ? armActionMode(policy.config) : undefined }) : undefined;
   const episodes = intOpt(o.episodes, 'episodes', 50, 1);
-  const temperature = numOpt(o.temperature, 'temperature', 1);
+  const temperature = o.temperature === undefined ? policy.config.temperature ?? 1 : numOpt(o.temperature, 'temperature', 1);
   if (temperature < 0) throw new UsageError(`--temperature: expected a number >= 0, received '${String(o.temperature)}'`);
   const maxTa = policy.config.predHorizon - policy.config.obsHorizon + 1;
   const actionHorizon = o['action-horizon'] === undefined ? undefined : intOpt(o['action-horizon'], 'action-horizon', policy.config.actionHorizon, 1);
@@ -357,11 +359,13 @@ async function robotDistill(argv: string[]): Promise<number> {
 }
 
 async function robotExport(argv: string[]): Promise<number> {
-  const o = parse(argv, { env: { type: 'string' }, checkpoint: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' } }, USAGE);
+  const o = parse(argv, { env: { type: 'string' }, checkpoint: { type: 'string' }, out: { type: 'string' }, temperature: { type: 'string' }, json: { type: 'boolean' } }, USAGE);
   const env = choiceOpt(o.env, 'env', ENV_NAMES, 'pusht');
   if (typeof o.checkpoint !== 'string' || typeof o.out !== 'string') throw new UsageError('--checkpoint DIR and --out DIR are required');
+  const temperature = o.temperature === undefined ? undefined : numOpt(o.temperature, 'temperature', 1);
+  if (temperature !== undefined && !(temperature >= 0)) throw new UsageError(`--temperature: expected a number >= 0, received '${String(o.temperature)}'`);
   await setBackend('auto');
-  const policy = DiffusionPolicy.load(o.checkpoint, { env });
+  const policy = DiffusionPolicy.load(o.checkpoint, { env, sampling: { temperature } });
   await policy.save(o.out, { exportedFrom: o.checkpoint });
   policy.dispose();
   emit(Boolean(o.json), { event: 'export', from: o.checkpoint, out: o.out }, `exported ${o.checkpoint} (EMA weights) to ${o.out}`);

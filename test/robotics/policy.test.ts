@@ -53,6 +53,8 @@ describe('policy config', () => {
   it('enforces Ta <= Tp - To + 1', () => {
     expect(() => validatePolicyConfig(tinyConfig({ actionHorizon: 8 }))).toThrow(/actionHorizon: Ta = 8 must be <= Tp - To \+ 1 = 7/);
     expect(() => validatePolicyConfig(tinyConfig({ sampler: 'nope' as never }))).toThrow(/policy.sampler/);
+    expect(() => validatePolicyConfig(tinyConfig({ temperature: -0.5 }))).toThrow(/^policy.temperature: expected >= 0/);
+    expect(validatePolicyConfig(tinyConfig({ temperature: 0.8 })).temperature).toBe(0.8);
   });
 });
 
@@ -135,6 +137,24 @@ describe('policy', () => {
     expect(unguided).toBeGreaterThan(0.5);
     expect(guided).toBeLessThan(0.5 * unguided);
     expect(tf.memory().numTensors).toBe(before);
+
+    // A stored sampling temperature is the default for every chunk and is saved with the policy;
+    // an explicit temperature still overrides it.
+    const cold = DiffusionPolicy.load(dir, { env: 'reach-1d', sampling: { temperature: 0 } });
+    expect(cold.config.temperature).toBe(0);
+    const w0 = [windows[0]];
+    const coldChunk = cold.predictChunks(w0, { seed: 5 }).chunks[0];
+    expect(Array.from(coldChunk)).toEqual(Array.from(policy.predictChunks(w0, { seed: 5, temperature: 0 }).chunks[0]));
+    expect(Array.from(coldChunk)).not.toEqual(Array.from(policy.predictChunks(w0, { seed: 5 }).chunks[0]));
+    expect(Array.from(cold.predictChunks(w0, { seed: 5, temperature: 1 }).chunks[0])).toEqual(Array.from(policy.predictChunks(w0, { seed: 5 }).chunks[0]));
+    const coldDir = mkdtempSync(path.join(os.tmpdir(), 'sf-policy-cold-'));
+    await cold.save(coldDir);
+    cold.dispose();
+    const reloaded = DiffusionPolicy.load(coldDir, { env: 'reach-1d' });
+    expect(reloaded.config.temperature).toBe(0);
+    expect(Array.from(reloaded.predictChunks(w0, { seed: 5 }).chunks[0])).toEqual(Array.from(coldChunk));
+    reloaded.dispose();
+    expect(() => DiffusionPolicy.load(dir, { env: 'reach-1d', sampling: { temperature: Number.NaN } })).toThrow(/^policy.temperature/);
 
     // A checkpoint of another environment is refused.
     expect(() => DiffusionPolicy.load(dir, { env: 'pusht' })).toThrow(/holds a 'robot-policy\/reach-1d' model, expected 'robot-policy\/pusht'/);

@@ -25,6 +25,12 @@ export interface DiffusionPolicyConfig {
   readonly sampler: SamplerName;
   readonly samplingSteps: number;
   /**
+   * Default scale of the starting noise when sampling a chunk (absent: 1). Below 1 the chunks
+   * move toward the modes of the learned action distribution; `robot export --temperature`
+   * stores it, `robot eval --temperature` and `predictChunks({ temperature })` override it.
+   */
+  readonly temperature?: number;
+  /**
    * Set on consistency-distilled policies: the network is a consistency function (Song et al.
    * 2023) with these boundary scalings, sampled in one or a few steps. `form: 'denoiser'` (set
    * by `robot distill`) means the network keeps the teacher's parameterisation (path and
@@ -67,6 +73,7 @@ export function validatePolicyConfig(c: DiffusionPolicyConfig): DiffusionPolicyC
   checkOneOf('policy.objective', c.objective, ['denoising', 'flow-matching']);
   checkOneOf('policy.sampler', c.sampler, SAMPLER_NAMES);
   checkNumber('policy.samplingSteps', c.samplingSteps, { integer: true, min: 1 });
+  if (c.temperature !== undefined) checkNumber('policy.temperature', c.temperature, { min: 0 });
   if (c.consistency !== undefined) {
     if (!c.consistency || typeof c.consistency !== 'object') fail('policy.consistency: expected { sigmaData, sigmaMin, form? }');
     checkNumber('policy.consistency.sigmaData', c.consistency.sigmaData, { min: Number.MIN_VALUE });

@@ -91,7 +91,11 @@ export class DiffusionPolicy {
   }
 
   /** Load a policy checkpoint (EMA weights when present). `env` guards against another environment's checkpoint. */
-  static load(dir: string, opts: { env?: string; ema?: boolean } = {}): DiffusionPolicy {
+  /**
+   * Load a policy checkpoint. `sampling` replaces the stored sampling defaults (e.g. the
+   * temperature `robot export --temperature` writes); the result is validated like the rest.
+   */
+  static load(dir: string, opts: { env?: string; ema?: boolean; sampling?: Pick<Partial<DiffusionPolicyConfig>, 'temperature'> } = {}): DiffusionPolicy {
     const ck = loadCheckpoint(dir, { expectTask: opts.env ? POLICY_TASK_PREFIX + opts.env : POLICY_TASK_PREFIX });
     const extra = ck.meta.extra as { policy?: DiffusionPolicyConfig } | undefined;
     if (!extra?.policy) fail(`checkpoint '${dir}': no policy config`);
@@ -103,7 +107,8 @@ export class DiffusionPolicy {
     else ck.ema?.dispose();
     ck.optimizer?.m.dispose();
     ck.optimizer?.v.dispose();
-    return new DiffusionPolicy(extra.policy, store, new Normalizer(norm.obs), new Normalizer(norm.action));
+    const config: DiffusionPolicyConfig = opts.sampling?.temperature === undefined ? extra.policy : { ...extra.policy, temperature: opts.sampling.temperature };
+    return new DiffusionPolicy(config, store, new Normalizer(norm.obs), new Normalizer(norm.action));
   }
 
   get horizon(): { obs: number; pred: number; action: number } {
@@ -224,7 +229,7 @@ export class DiffusionPolicy {
         grid: { kind: 'uniform', steps: opts.steps ?? this.config.samplingSteps },
         rng,
         project,
-        temperature: opts.temperature,
+        temperature: opts.temperature ?? this.config.temperature,
       });
       const actions = tf.tidy(() => this.unnormalizeTensor(x));
       x.dispose();
