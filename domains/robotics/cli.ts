@@ -278,8 +278,7 @@ async function robotEval(argv: string[]): Promise<number> {
   const spec = typeof o.guide === 'string' ? o.guide : undefined;
   const guidanceFor = spec ? (constraints: readonly Circle[]): readonly CostTerm[] => parseGuideSpec(spec, envName, { constraints, actionMode: envName === 'arm-reach' ? armActionMode(policy.config) : undefined }) : undefined;
   const episodes = intOpt(o.episodes, 'episodes', 50, 1);
-  const temperature = o.temperature === undefined ? policy.config.temperature ?? 1 : numOpt(o.temperature, 'temperature', 1);
-  if (temperature < 0) throw new UsageError(`--temperature: expected a number >= 0, received '${String(o.temperature)}'`);
+  const temperature = temperatureOpt(o.temperature) ?? policy.config.temperature ?? 1;
   const maxTa = policy.config.predHorizon - policy.config.obsHorizon + 1;
   const actionHorizon = o['action-horizon'] === undefined ? undefined : intOpt(o['action-horizon'], 'action-horizon', policy.config.actionHorizon, 1);
   if (actionHorizon !== undefined && actionHorizon > maxTa) throw new UsageError(`--action-horizon: at most Tp - To + 1 = ${maxTa} for this policy, received ${actionHorizon}`);
@@ -358,12 +357,19 @@ async function robotDistill(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** `--temperature X` (scale of the starting noise, >= 0), or undefined when not given. */
+function temperatureOpt(v: string | boolean | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const t = numOpt(v, 'temperature', 1);
+  if (t < 0) throw new UsageError(`--temperature: expected a number >= 0, received '${String(v)}'`);
+  return t;
+}
+
 async function robotExport(argv: string[]): Promise<number> {
   const o = parse(argv, { env: { type: 'string' }, checkpoint: { type: 'string' }, out: { type: 'string' }, temperature: { type: 'string' }, json: { type: 'boolean' } }, USAGE);
   const env = choiceOpt(o.env, 'env', ENV_NAMES, 'pusht');
   if (typeof o.checkpoint !== 'string' || typeof o.out !== 'string') throw new UsageError('--checkpoint DIR and --out DIR are required');
-  const temperature = o.temperature === undefined ? undefined : numOpt(o.temperature, 'temperature', 1);
-  if (temperature !== undefined && !(temperature >= 0)) throw new UsageError(`--temperature: expected a number >= 0, received '${String(o.temperature)}'`);
+  const temperature = temperatureOpt(o.temperature);
   await setBackend('auto');
   const policy = DiffusionPolicy.load(o.checkpoint, { env, sampling: { temperature } });
   await policy.save(o.out, { exportedFrom: o.checkpoint });

@@ -90,9 +90,9 @@ export class DiffusionPolicy {
     };
   }
 
-  /** Load a policy checkpoint (EMA weights when present). `env` guards against another environment's checkpoint. */
   /**
-   * Load a policy checkpoint. `sampling` replaces the stored sampling defaults (e.g. the
+   * Load a policy checkpoint (EMA weights when present). `env` guards against another
+   * environment's checkpoint; `sampling` replaces the stored sampling defaults (e.g. the
    * temperature `robot export --temperature` writes); the result is validated like the rest.
    */
   static load(dir: string, opts: { env?: string; ema?: boolean; sampling?: Pick<Partial<DiffusionPolicyConfig>, 'temperature'> } = {}): DiffusionPolicy {
