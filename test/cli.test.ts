@@ -80,13 +80,15 @@ describe('scoreflow CLI', () => {
     const corr = path.join(dir, 'corr.mcap');
     expect(run(['robot', 'collect', '--env', 'arm-reach', '--episodes', '2', '--seed', '1', '--out', vel]).code).toBe(0);
     expect(run(['robot', 'collect', '--env', 'arm-reach', '--episodes', '2', '--seed', '1', '--action-mode', 'position', '--out', pos]).code).toBe(0);
+    const noisy = path.join(dir, 'noisy.mcap');
+    expect(run(['robot', 'collect', '--env', 'arm-reach', '--episodes', '2', '--seed', '2', '--action-noise', '0.3', '--noise-correlation', '0.5', '--out', noisy]).code).toBe(0);
     const c = run(['robot', 'collect', '--env', 'arm-reach', '--policy', 'models/arm-reach-policy', '--episodes', '2', '--seed', '3', '--out', corr, '--json']);
     expect(c.code).toBe(0);
     const report = JSON.parse(c.stdout.trim().split('\n').pop() as string);
     expect(report).toMatchObject({ event: 'collect', rollouts: 2, out: corr });
     expect(report.corrections + report.failed).toBe(report.queried);
     const ft = path.join(dir, 'ft');
-    const t = run(['robot', 'train', '--env', 'arm-reach', '--data', `${vel},${corr}`, '--init', 'models/arm-reach-policy', '--steps', '2', '--batch', '8', '--out', ft, '--json']);
+    const t = run(['robot', 'train', '--env', 'arm-reach', '--data', `${vel},${noisy},${corr}`, '--init', 'models/arm-reach-policy', '--steps', '2', '--batch', '8', '--out', ft, '--json']);
     expect(t.code).toBe(0);
     expect(JSON.parse(t.stdout.trim().split('\n').pop() as string)).toMatchObject({ event: 'done', checkpoint: ft });
 
@@ -98,6 +100,11 @@ describe('scoreflow CLI', () => {
       [['robot', 'collect', '--env', 'arm-reach', '--policy', 'models/arm-reach-policy', '--action-mode', 'position'], /--action-mode: corrections use the action mode/],
       [['robot', 'collect', '--env', 'arm-reach', '--every', '2'], /--every: only with --policy/],
       [['robot', 'collect', '--env', 'arm-reach', '--action-mode', 'torque'], /action-mode/],
+      [['robot', 'collect', '--env', 'arm-reach', '--action-noise', 'loud'], /--action-noise: expected a number/],
+      [['robot', 'collect', '--env', 'arm-reach', '--action-noise=-0.1'], /--action-noise: expected a standard deviation >= 0/],
+      [['robot', 'collect', '--env', 'arm-reach', '--action-noise', '0.3', '--noise-correlation', '1'], /--noise-correlation: expected a number in \[0, 1\)/],
+      [['robot', 'collect', '--env', 'arm-reach', '--noise-correlation', '0.5'], /--noise-correlation: only with --action-noise/],
+      [['robot', 'collect', '--env', 'arm-reach', '--policy', 'models/arm-reach-policy', '--action-noise', '0.3'], /--action-noise: only for expert demonstrations/],
     ];
     for (const [args, message] of errors) {
       const r = run(args);

@@ -24,9 +24,12 @@ import { robotBridge, robotServe } from './serve/cli.js';
 
 const USAGE = `usage: scoreflow robot <subcommand> [options]
   import  --zarr PATH [--out FILE.mcap]            Diffusion Policy replay buffer -> episode MCAP
-  collect --env arm-reach --episodes N [--seed S] [--margin M] [--action-mode velocity|position] [--out FILE.mcap]
+  collect --env arm-reach --episodes N [--seed S] [--margin M] [--action-mode velocity|position]
+          [--action-noise STD [--noise-correlation RHO]] [--out FILE.mcap]
           expert demonstrations (--margin: clearance in m the planner keeps from obstacles, default
-          0.02; --action-mode: joint velocities (default) or absolute joint targets, kept by the policy)
+          0.02; --action-mode: joint velocities (default) or absolute joint targets, kept by the policy;
+          --action-noise: Gaussian noise in action units added to the executed actions, the expert's
+          own actions recorded (DART), AR(1) step-to-step correlation RHO in [0, 1), default 0)
   collect --env arm-reach --policy DIR --episodes N [--seed S] [--margin M] [--every K] [--out FILE.mcap]
           expert corrections at the states the policy visits (DAgger); train on both files with
           'train --data demos.mcap,corrections.mcap --init DIR'
@@ -92,7 +95,7 @@ async function robotImport(argv: string[]): Promise<number> {
 async function robotCollect(argv: string[]): Promise<number> {
   const o = parse(
     argv,
-    { env: { type: 'string' }, episodes: { type: 'string' }, seed: { type: 'string' }, margin: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' }, policy: { type: 'string' }, every: { type: 'string' }, 'action-mode': { type: 'string' } },
+    { env: { type: 'string' }, episodes: { type: 'string' }, seed: { type: 'string' }, margin: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' }, policy: { type: 'string' }, every: { type: 'string' }, 'action-mode': { type: 'string' }, 'action-noise': { type: 'string' }, 'noise-correlation': { type: 'string' } },
     USAGE,
   );
   const env = choiceOpt(o.env, 'env', ['arm-reach'] as const, 'arm-reach');
@@ -103,18 +106,29 @@ async function robotCollect(argv: string[]): Promise<number> {
   if (o.every !== undefined && typeof o.policy !== 'string') throw new UsageError('--every: only with --policy (expert corrections)');
   if (typeof o.policy === 'string' && o['action-mode'] !== undefined) throw new UsageError('--action-mode: corrections use the action mode of the --policy checkpoint');
   const actionMode = choiceOpt(o['action-mode'], 'action-mode', ['velocity', 'position'] as const, 'velocity');
+  if (typeof o.policy === 'string' && (o['action-noise'] !== undefined || o['noise-correlation'] !== undefined)) {
+    throw new UsageError('--action-noise: only for expert demonstrations (without --policy)');
+  }
+  if (o['noise-correlation'] !== undefined && o['action-noise'] === undefined) throw new UsageError('--noise-correlation: only with --action-noise');
+  const noiseStd = o['action-noise'] === undefined ? undefined : numOpt(o['action-noise'], 'action-noise', 0);
+  if (noiseStd !== undefined && !(noiseStd >= 0)) throw new UsageError(`--action-noise: expected a standard deviation >= 0, received '${String(o['action-noise'])}'`);
+  const noiseCorrelation = o['noise-correlation'] === undefined ? undefined : numOpt(o['noise-correlation'], 'noise-correlation', 0);
+  if (noiseCorrelation !== undefined && !(noiseCorrelation >= 0 && noiseCorrelation < 1)) {
+    throw new UsageError(`--noise-correlation: expected a number in [0, 1), received '${String(o['noise-correlation'])}'`);
+  }
+  const actionNoise = noiseStd === undefined ? undefined : { std: noiseStd, correlation: noiseCorrelation };
   if (typeof o.policy === 'string') return robotCollectCorrections(o.policy, n, seed, safetyMargin, intOpt(o.every, 'every', 1, 1), typeof o.out === 'string' ? o.out : `runs/${env}_corrections.mcap`, Boolean(o.json));
   const out = typeof o.out === 'string' ? o.out : `runs/${env}_demos.mcap`;
   const e = await ArmReachEnv.create({ seed, actionMode });
   const t0 = performance.now();
-  const demos = collectDemos(e, { episodes: n, seed, safetyMargin });
+  const demos = collectDemos(e, { episodes: n, seed, safetyMargin, actionNoise });
   e.close();
   const ok = demos.filter((d) => d.success);
   const modes: Record<string, number> = {};
   for (const d of demos) modes[d.mode] = (modes[d.mode] ?? 0) + 1 / demos.length;
   await writeEpisodesMcap(
     out,
-    ok.map((d, i) => ({ env, index: i, observations: d.observations, actions: d.actions, rewards: d.rewards, success: d.success, metadata: { mode: d.mode, seed: String(d.seed), actionMode } })),
+    ok.map((d, i) => ({ env, index: i, observations: d.observations, actions: d.actions, rewards: d.rewards, success: d.success, metadata: { mode: d.mode, seed: String(d.seed), actionMode, ...(actionNoise ? { actionNoise: JSON.stringify(actionNoise) } : {}) } })),
     { env, dt: 0.1 },
   );
   emit(Boolean(o.json), { event: 'collect', env, episodes: n, successRate: ok.length / n, modes, out, seconds: (performance.now() - t0) / 1000 },

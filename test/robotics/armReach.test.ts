@@ -321,6 +321,50 @@ describe('arm-reach expert', () => {
     expect(() => collectDemos(env, { episodes: 1, seed: 1, safetyMargin: Number.NaN })).toThrow(/safetyMargin/);
   });
 
+  it('perturbs executed actions with --action-noise (DART) and records the expert\'s own actions', () => {
+    // Residual between the joint velocity the arm actually had over a step and the recorded
+    // action: without noise the env tracks velocity actions closely, with noise the residual is
+    // the injected noise (its standard deviation and its step-to-step correlation).
+    const residuals = (actionNoise?: { std: number; correlation?: number }) => {
+      const demos = collectDemos(env, { episodes: 6, seed: 5, actionNoise });
+      let sq = 0;
+      let n = 0;
+      let lag = 0;
+      let lagN = 0;
+      for (const d of demos) {
+        let prev: number[] | undefined;
+        for (let k = 0; k + 1 < d.actions.length; k++) {
+          const r = [0, 1, 2].map((j) => (d.observations[k + 1]![j]! - d.observations[k]![j]!) / env.dt - d.actions[k]![j]!);
+          for (const v of r) sq += v * v;
+          n += 3;
+          if (prev) for (let j = 0; j < 3; j++) lag += prev[j]! * r[j]!;
+          if (prev) lagN += 3;
+          prev = r;
+        }
+        for (const a of d.actions) for (const v of a) expect(Math.abs(v)).toBeLessThanOrEqual(env.maxJointSpeed);
+      }
+      return { rms: Math.sqrt(sq / n), lag1: lag / lagN / (sq / n), successes: demos.filter((d) => d.success).length, demos };
+    };
+    const clean = residuals();
+    const white = residuals({ std: 0.3 });
+    const red = residuals({ std: 0.3, correlation: 0.8 });
+    console.log(`[arm-reach expert] executed - recorded velocity rms: clean ${clean.rms.toFixed(4)}, noise 0.3 ${white.rms.toFixed(4)} (lag-1 corr ${white.lag1.toFixed(3)}), noise 0.3 / 0.8 ${red.rms.toFixed(4)} (lag-1 corr ${red.lag1.toFixed(3)})`);
+    expect(clean.rms).toBeLessThan(0.05);
+    expect(white.rms).toBeGreaterThan(0.2);
+    expect(white.rms).toBeLessThan(0.4);
+    expect(Math.abs(white.lag1)).toBeLessThan(0.3);
+    expect(red.lag1).toBeGreaterThan(0.6);
+    // The expert corrects the perturbations: the noisy demonstrations still succeed.
+    expect(white.successes).toBeGreaterThanOrEqual(5);
+    // std 0 is the noiseless collection, draw for draw.
+    const zero = residuals({ std: 0 });
+    expect(zero.demos.map((d) => d.observations.length)).toEqual(clean.demos.map((d) => d.observations.length));
+    expect(Array.from(zero.demos[0]!.observations.at(-1)!)).toEqual(Array.from(clean.demos[0]!.observations.at(-1)!));
+    expect(() => collectDemos(env, { episodes: 1, seed: 1, actionNoise: { std: -1 } })).toThrow(/actionNoise.std must be a finite number >= 0/);
+    expect(() => collectDemos(env, { episodes: 1, seed: 1, actionNoise: { std: Number.NaN } })).toThrow(/actionNoise.std/);
+    expect(() => collectDemos(env, { episodes: 1, seed: 1, actionNoise: { std: 0.1, correlation: 1 } })).toThrow(/actionNoise.correlation must be in \[0, 1\)/);
+  });
+
   it('plans around a novel obstacle by switching to the free side', () => {
     const obs = env.reset({ seed: 31 });
     const free = planArmReach(obs, { rng: new EnvRng(1), side: 'left' });

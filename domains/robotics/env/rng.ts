@@ -29,6 +29,12 @@ export class EnvRng {
     return lo + (hi - lo) * this.uniform();
   }
 
+  /** Standard normal draw (Box-Muller on two uniforms). */
+  normal(): number {
+    const u = 1 - this.uniform(); // (0, 1]: log stays finite
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.uniform());
+  }
+
   /** Uniform integer in [lo, hi). */
   int(lo: number, hi: number): number {
     if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo < hi)) {

@@ -239,6 +239,30 @@ export interface CollectDemosOptions {
   readonly seed: number;
   /** Clearance (m) the planner keeps from obstacles beyond touching (default 0.02, see planArmReach). */
   readonly safetyMargin?: number;
+  /**
+   * Perturb the executed actions (DART, Laskey et al. 2017): the environment receives the
+   * expert's action plus noise, the recorded action is the expert's own, so the demonstrations
+   * show how the expert recovers from states slightly off its path. Default: no noise.
+   */
+  readonly actionNoise?: ActionNoise;
+}
+
+/** Gaussian noise on executed actions, AR(1)-correlated over the steps of an episode. */
+export interface ActionNoise {
+  /** Standard deviation per action entry, in action units (rad/s for velocity actions, rad for position). */
+  readonly std: number;
+  /** Step-to-step correlation in [0, 1) (0: independent draws). Default 0. */
+  readonly correlation?: number;
+}
+
+function checkActionNoise(noise: ActionNoise | undefined, where: string): void {
+  if (noise === undefined) return;
+  if (noise === null || typeof noise !== 'object') throw new TypeError(`${where}: actionNoise must be { std, correlation? }`);
+  if (!(typeof noise.std === 'number' && Number.isFinite(noise.std) && noise.std >= 0)) {
+    throw new RangeError(`${where}: actionNoise.std must be a finite number >= 0, got ${String(noise.std)}`);
+  }
+  const c = noise.correlation ?? 0;
+  if (!(typeof c === 'number' && c >= 0 && c < 1)) throw new RangeError(`${where}: actionNoise.correlation must be in [0, 1), got ${String(noise.correlation)}`);
 }
 
 /**
@@ -257,27 +281,33 @@ export function collectDemos(env: ArmReachEnv, options: CollectDemosOptions): Ar
   if (margin !== undefined && !(typeof margin === 'number' && margin >= 0 && margin <= 0.2)) {
     throw new RangeError(`collectDemos: options.safetyMargin must be a number in [0, 0.2] m, got ${String(margin)}`);
   }
+  checkActionNoise(options.actionNoise, 'collectDemos');
+  const noisy = options.actionNoise !== undefined && options.actionNoise.std > 0;
   const master = new EnvRng(options.seed);
   const demos: ArmReachDemo[] = [];
   for (let e = 0; e < options.episodes; e++) {
     const seed = master.int(0, 0x7fffffff);
-    demos.push(runExpertEpisode(env, seed, new EnvRng(master.int(0, 0x7fffffff)), margin));
+    const rng = new EnvRng(master.int(0, 0x7fffffff));
+    // Noise draws come from their own stream (drawn only when noise is on, so noiseless
+    // collections are unchanged by the option's existence).
+    const noise = noisy ? { ...options.actionNoise!, rng: new EnvRng(master.int(0, 0x7fffffff)) } : undefined;
+    const obs = env.reset({ seed });
+    const plan = planArmReach(obs, { rng, dt: env.dt, maxSpeed: 0.75 * env.maxJointSpeed, actionMode: env.actionMode, safetyMargin: margin });
+    demos.push({ ...trackPlan(env, obs, plan, noise), seed });
   }
   return demos;
-}
-
-function runExpertEpisode(env: ArmReachEnv, seed: number, rng: EnvRng, safetyMargin: number | undefined): ArmReachDemo {
-  const obs = env.reset({ seed });
-  const plan = planArmReach(obs, { rng, dt: env.dt, maxSpeed: 0.75 * env.maxJointSpeed, actionMode: env.actionMode, safetyMargin });
-  return { ...trackPlan(env, obs, plan), seed };
 }
 
 /**
  * Execute a plan closed loop from the env's current state (`obs` is its observation): each
  * action steers towards the next planned waypoint from the measured joint angles. A null plan
- * gives an empty, unsuccessful episode.
+ * gives an empty, unsuccessful episode. With `noise`, the environment receives the action plus
+ * AR(1) Gaussian noise (clipped to the joint speed limit for velocity actions) while the
+ * returned actions are the expert's own.
  */
-export function trackPlan(env: ArmReachEnv, obs: Float64Array, plan: ArmReachPlan | null): Omit<ArmReachDemo, 'seed'> {
+export function trackPlan(env: ArmReachEnv, obs: Float64Array, plan: ArmReachPlan | null, noise?: ActionNoise & { readonly rng: EnvRng }): Omit<ArmReachDemo, 'seed'> {
+  checkActionNoise(noise, 'trackPlan');
+  if (noise !== undefined && !(noise.rng instanceof EnvRng)) throw new TypeError('trackPlan: noise.rng must be an EnvRng');
   const observations = [obs];
   const actions: Float64Array[] = [];
   const rewards: number[] = [];
@@ -287,13 +317,23 @@ export function trackPlan(env: ArmReachEnv, obs: Float64Array, plan: ArmReachPla
   const limit = env.maxJointSpeed;
   let success = false;
   let collided = false;
+  const rho = noise?.correlation ?? 0;
+  const drift = new Float64Array(3);
   for (let k = 0; k < env.maxSteps; k++) {
     const next = plan.waypoints[Math.min(k + 1, plan.waypoints.length - 1)] ?? goal;
     const q = obs.subarray(OBS_LAYOUT.q, OBS_LAYOUT.q + 3);
     const action = env.actionMode === 'position'
       ? Float64Array.from(next)
       : next.map((w, j) => Math.max(-limit, Math.min(limit, (w - q[j]!) / env.dt)));
-    const result = env.step(action);
+    let executed = action;
+    if (noise !== undefined && noise.std > 0) {
+      const innovation = noise.std * Math.sqrt(1 - rho * rho);
+      // Stationary from the first step: the first draw has the full standard deviation.
+      for (let j = 0; j < 3; j++) drift[j] = k === 0 ? noise.std * noise.rng.normal() : rho * drift[j]! + innovation * noise.rng.normal();
+      executed = action.map((a, j) => a + drift[j]!);
+      if (env.actionMode === 'velocity') executed = executed.map((a) => Math.max(-limit, Math.min(limit, a)));
+    }
+    const result = env.step(executed);
     actions.push(action);
     rewards.push(result.reward);
     observations.push(result.observation);
