@@ -43,6 +43,7 @@ const USAGE = `usage: scoreflow robot <subcommand> [options]
   eval    --env E --checkpoint DIR [--episodes N] [--seed S] [--guide obstacle:2,smooth:0.1]
           [--novel-obstacles K] [--sampler S] [--steps N] [--candidates N] [--temperature X (default: the policy's)]
           [--action-horizon Ta] [--pin-executed] [--per-episode] [--json]
+          (--candidates N keeps the lowest-cost of N samples and needs diverse ones: pass --temperature 1 with it)
   serve   [--checkpoint DIR | --env E] [--port P] [--tcp-port P] [--live-view-port P] [--json]
           PolicyService over gRPC (see 'robot serve --help')
   bridge  --stdio [--checkpoint DIR | --env E]    one policy session over stdin/stdout frames`;
