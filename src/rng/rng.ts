@@ -8,6 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { checkNumber } from '../util/validate.js';
+import { standardNormal } from './gaussian.js';
 
 function mix32(x: number): number {
   x = Math.imul(x ^ (x >>> 16), 0x85ebca6b);
@@ -37,10 +38,7 @@ export class Rng {
 
   /** Standard normal scalar (Box-Muller). */
   normalScalar(): number {
-    let u = this.uniform();
-    while (u <= 1e-12) u = this.uniform();
-    const v = this.uniform();
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+    return standardNormal(() => this.uniform());
   }
 
   /** Integer in [0, n). */

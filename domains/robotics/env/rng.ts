@@ -3,6 +3,7 @@
  * increment and mixed with two multiply-xorshift rounds). Environments use this instead of the
  * tensor-backed core `Rng` so that physics code never depends on the tensor backend.
  */
+import { standardNormal } from '../../../src/rng/gaussian.js';
 
 export class EnvRng {
   private state: number;
@@ -29,10 +30,9 @@ export class EnvRng {
     return lo + (hi - lo) * this.uniform();
   }
 
-  /** Standard normal draw (Box-Muller on two uniforms). */
+  /** Standard normal draw (the core's backend-free Box-Muller). */
   normal(): number {
-    const u = 1 - this.uniform(); // (0, 1]: log stays finite
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.uniform());
+    return standardNormal(() => this.uniform());
   }
 
   /** Uniform integer in [lo, hi). */

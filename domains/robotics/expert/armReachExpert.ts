@@ -318,6 +318,7 @@ export function trackPlan(env: ArmReachEnv, obs: Float64Array, plan: ArmReachPla
   let success = false;
   let collided = false;
   const rho = noise?.correlation ?? 0;
+  const innovation = noise === undefined ? 0 : noise.std * Math.sqrt(1 - rho * rho);
   const drift = new Float64Array(3);
   for (let k = 0; k < env.maxSteps; k++) {
     const next = plan.waypoints[Math.min(k + 1, plan.waypoints.length - 1)] ?? goal;
@@ -327,7 +328,6 @@ export function trackPlan(env: ArmReachEnv, obs: Float64Array, plan: ArmReachPla
       : next.map((w, j) => Math.max(-limit, Math.min(limit, (w - q[j]!) / env.dt)));
     let executed = action;
     if (noise !== undefined && noise.std > 0) {
-      const innovation = noise.std * Math.sqrt(1 - rho * rho);
       // Stationary from the first step: the first draw has the full standard deviation.
       for (let j = 0; j < 3; j++) drift[j] = k === 0 ? noise.std * noise.rng.normal() : rho * drift[j]! + innovation * noise.rng.normal();
       executed = action.map((a, j) => a + drift[j]!);
