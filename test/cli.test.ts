@@ -39,6 +39,8 @@ describe('scoreflow CLI', () => {
       [['robot', 'eval', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--action-horizon', '0'], /--action-horizon: expected an integer >= 1/],
       [['robot', 'export', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--out', path.join(os.tmpdir(), 'sf-never'), '--temperature=-1'], /--temperature: expected a number >= 0/],
       [['robot', 'export', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--out', path.join(os.tmpdir(), 'sf-never'), '--temperature', 'warm'], /--temperature: expected a number, received 'warm'/],
+      [['robot', 'export', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--out', path.join(os.tmpdir(), 'sf-never'), '--action-horizon', '16'], /--action-horizon: .*Ta = 16 must be <= Tp - To \+ 1 = 15/],
+      [['robot', 'export', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--out', path.join(os.tmpdir(), 'sf-never'), '--action-horizon', '2.5'], /--action-horizon: expected an integer >= 1, received '2.5'/],
       [['robot', 'train', '--env', 'pusht', '--objective', 'flow-matching', '--prediction', 'eps'], /--prediction: flow matching always predicts the velocity/],
       [['robot', 'train', '--env', 'pusht', '--prediction', 'score'], /--prediction: unknown value 'score' \(expected one of eps, x0, v\)/],
     ];
@@ -50,13 +52,22 @@ describe('scoreflow CLI', () => {
     }
   });
 
-  it('robot export --temperature stores the policy\'s default sampling temperature', () => {
+  it('robot export --temperature / --action-horizon store the policy\'s sampling defaults, and eval uses them', () => {
     const out = path.join(mkdtempSync(path.join(os.tmpdir(), 'sf-export-')), 'policy');
-    const r = run(['robot', 'export', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--out', out, '--temperature', '0.7', '--json']);
+    const r = run(['robot', 'export', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--out', out, '--temperature', '0.7', '--action-horizon', '5', '--json']);
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout.trim().split('\n').pop() as string)).toMatchObject({ event: 'export', out });
-    const meta = JSON.parse(readFileSync(path.join(out, 'model.json'), 'utf8')) as { meta: { extra: { policy: { temperature?: number } } } };
-    expect(meta.meta.extra.policy.temperature).toBe(0.7);
+    const policyOf = (dir: string): { temperature?: number; actionHorizon: number } =>
+      (JSON.parse(readFileSync(path.join(dir, 'model.json'), 'utf8')) as { meta: { extra: { policy: { temperature?: number; actionHorizon: number } } } }).meta.extra.policy;
+    expect(policyOf(out)).toMatchObject({ temperature: 0.7, actionHorizon: 5 });
+    // Options not passed keep what the checkpoint stores.
+    expect(policyOf('models/pusht-policy').actionHorizon).toBe(8);
+    const again = path.join(path.dirname(out), 'again');
+    expect(run(['robot', 'export', '--env', 'pusht', '--checkpoint', out, '--out', again]).code).toBe(0);
+    expect(policyOf(again)).toMatchObject({ temperature: 0.7, actionHorizon: 5 });
+    const e = run(['robot', 'eval', '--env', 'pusht', '--checkpoint', out, '--episodes', '1', '--json']);
+    expect(e.code).toBe(0);
+    expect(JSON.parse(e.stdout.trim().split('\n').pop() as string)).toMatchObject({ event: 'eval', temperature: 0.7, actionHorizon: 5 });
   });
 
   it('toy train + toy sample write a checkpoint and print metrics as JSON lines', () => {

@@ -37,9 +37,10 @@ const USAGE = `usage: scoreflow robot <subcommand> [options]
           [--objective denoising|flow-matching] [--prediction eps|x0|v] [--path P] [--seed S] [--out DIR] [--resume DIR | --init DIR] [--json]
   distill --env E --teacher DIR [--data FILE.mcap | --zarr PATH] [--steps N] [--batch N] [--lr X] [--sigma-data S] [--out DIR] [--json]
           consistency-distil a trained policy into a one-step policy
-  export  --env E --checkpoint DIR --out DIR [--temperature X]
+  export  --env E --checkpoint DIR --out DIR [--temperature X] [--action-horizon Ta]
           inference-only copy (EMA weights, no optimiser state); --temperature stores the
-          policy's default sampling temperature (scale of the starting noise, default 1)
+          policy's default sampling temperature (scale of the starting noise, default 1),
+          --action-horizon the actions executed per chunk (1 .. Tp - To + 1; default: the trained Ta)
   eval    --env E --checkpoint DIR [--episodes N] [--seed S] [--guide obstacle:2,smooth:0.1]
           [--novel-obstacles K] [--sampler S] [--steps N] [--candidates N] [--temperature X (default: the policy's)]
           [--action-horizon Ta] [--pin-executed] [--per-episode] [--json]
@@ -381,12 +382,24 @@ function temperatureOpt(v: string | boolean | undefined): number | undefined {
 }
 
 async function robotExport(argv: string[]): Promise<number> {
-  const o = parse(argv, { env: { type: 'string' }, checkpoint: { type: 'string' }, out: { type: 'string' }, temperature: { type: 'string' }, json: { type: 'boolean' } }, USAGE);
+  const o = parse(
+    argv,
+    { env: { type: 'string' }, checkpoint: { type: 'string' }, out: { type: 'string' }, temperature: { type: 'string' }, 'action-horizon': { type: 'string' }, json: { type: 'boolean' } },
+    USAGE,
+  );
   const env = choiceOpt(o.env, 'env', ENV_NAMES, 'pusht');
   if (typeof o.checkpoint !== 'string' || typeof o.out !== 'string') throw new UsageError('--checkpoint DIR and --out DIR are required');
   const temperature = temperatureOpt(o.temperature);
+  const actionHorizon = o['action-horizon'] === undefined ? undefined : intOpt(o['action-horizon'], 'action-horizon', 8, 1);
   await setBackend('auto');
-  const policy = DiffusionPolicy.load(o.checkpoint, { env, sampling: { temperature } });
+  let policy: DiffusionPolicy;
+  try {
+    policy = DiffusionPolicy.load(o.checkpoint, { env, sampling: { temperature, actionHorizon } });
+  } catch (err) {
+    // The loaded config is validated: a Ta beyond Tp - To + 1 is named there.
+    if (actionHorizon !== undefined && err instanceof Error && err.message.includes('policy.actionHorizon')) throw new UsageError(`--action-horizon: ${err.message}`);
+    throw err;
+  }
   await policy.save(o.out, { exportedFrom: o.checkpoint });
   policy.dispose();
   emit(Boolean(o.json), { event: 'export', from: o.checkpoint, out: o.out }, `exported ${o.checkpoint} (EMA weights) to ${o.out}`);

@@ -93,9 +93,10 @@ export class DiffusionPolicy {
   /**
    * Load a policy checkpoint (EMA weights when present). `env` guards against another
    * environment's checkpoint; `sampling` replaces the stored sampling defaults (e.g. the
-   * temperature `robot export --temperature` writes); the result is validated like the rest.
+   * temperature `robot export --temperature` writes, the action horizon of `--action-horizon`);
+   * the result is validated like the rest.
    */
-  static load(dir: string, opts: { env?: string; ema?: boolean; sampling?: Pick<Partial<DiffusionPolicyConfig>, 'temperature'> } = {}): DiffusionPolicy {
+  static load(dir: string, opts: { env?: string; ema?: boolean; sampling?: Pick<Partial<DiffusionPolicyConfig>, 'temperature' | 'actionHorizon'> } = {}): DiffusionPolicy {
     const ck = loadCheckpoint(dir, { expectTask: opts.env ? POLICY_TASK_PREFIX + opts.env : POLICY_TASK_PREFIX });
     const extra = ck.meta.extra as { policy?: DiffusionPolicyConfig } | undefined;
     if (!extra?.policy) fail(`checkpoint '${dir}': no policy config`);
@@ -107,7 +108,11 @@ export class DiffusionPolicy {
     else ck.ema?.dispose();
     ck.optimizer?.m.dispose();
     ck.optimizer?.v.dispose();
-    const config: DiffusionPolicyConfig = opts.sampling?.temperature === undefined ? extra.policy : { ...extra.policy, temperature: opts.sampling.temperature };
+    const config: DiffusionPolicyConfig = {
+      ...extra.policy,
+      ...(opts.sampling?.temperature === undefined ? {} : { temperature: opts.sampling.temperature }),
+      ...(opts.sampling?.actionHorizon === undefined ? {} : { actionHorizon: opts.sampling.actionHorizon }),
+    };
     return new DiffusionPolicy(config, store, new Normalizer(norm.obs), new Normalizer(norm.action));
   }
 
