@@ -27,6 +27,7 @@ const coreRuns = [
   { threads: 2, fix: 'on' },
 ];
 for (const c of coreRuns) run('core.ts', ['--threads', String(c.threads), '--fix', c.fix, '--out', path.join(results, `core-t${c.threads}-fix${c.fix}.json`)]);
+run('trainProfile.ts');
 if (!quick) {
   run('matmul.ts');
   run('conv.ts');
@@ -48,6 +49,11 @@ for (const c of coreRuns) {
       `${String(c.threads).padStart(7)} ${c.fix.padEnd(4)} ${String(row.width).padStart(5)} ${String(row.batch).padStart(5)} | ${row.trainStepMs.toFixed(2).padStart(10)} | ${row.forwardMs.toFixed(2).padStart(7)} | ${row.sample1Ms.toFixed(2).padStart(8)} | ${row.sample10Ms.toFixed(2).padStart(9)} | ${row.sample50Ms.toFixed(2).padStart(9)}`,
     );
   }
+}
+const tp = read('train-profile.json');
+if (tp) {
+  lines.push('');
+  lines.push(`MLP width ${tp.width}, batch ${tp.batch}: train step ${tp.trainStepMs} ms = ${tp.ratio}x forward ${tp.forwardMs} ms; in one profiled step matrix products ${tp.kernelsMs.matMul} ms (${tp.matMulRatio}x the forward), element-wise ${tp.kernelsMs.elementwise} ms, outside kernels ${tp.outsideKernelsMs} ms`);
 }
 for (const env of ['pusht', 'arm-reach']) {
   const p = read(`policy-${env}.json`);
