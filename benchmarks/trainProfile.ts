@@ -15,13 +15,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { setBackend } from '../src/backend/backend.js';
 import { installWasmMatMulFix } from '../src/backend/wasmMatMul.js';
-import { wrapNetwork } from '../src/denoiser/denoiser.js';
-import { flowMatchingLoss } from '../src/loss/flowMatching.js';
-import { buildNetwork } from '../src/nn/registry.js';
-import { ParamStore } from '../src/nn/params.js';
-import { rectifiedFlow } from '../src/path/flow.js';
-import { Rng } from '../src/rng/rng.js';
-import { Trainer } from '../src/train/trainer.js';
+import { mlpBench } from './core.js';
 import { median } from './timing.js';
 
 export interface TrainProfile {
@@ -50,14 +44,7 @@ export async function profileTrainStep(opts: { width: number; batch: number; thr
   if (!Number.isInteger(batch) || batch < 1) throw new Error(`--batch: expected a positive integer, received ${batch}`);
   await setBackend('wasm', { threads });
   installWasmMatMulFix();
-  const param = { path: rectifiedFlow(), prediction: 'velocity' as const };
-  const model = { kind: 'mlp', config: { dim: 2, width, depth: 3 } };
-  const x = tf.randomNormal([Math.max(batch, 2), 2], 0, 1, 'float32', 1);
-  const loss = flowMatchingLoss({ param, checkFinite: false });
-  const trainer = new Trainer({ model, steps: 1_000_000, batchSize: batch, seed: 0, optimizer: { kind: 'adamw' } }, ({ net, rng }, b) => loss(net, b.x, rng), { x });
-  const store = new ParamStore(new Rng(0));
-  const den = wrapNetwork(buildNetwork(model, store), param);
-  const xb = tf.randomNormal([batch, 2]);
+  const { trainer, den, xb, dispose } = mlpBench(width, batch);
   const forward = (): void => void tf.tidy(() => den(xb, 0.5).dataSync());
   for (let i = 0; i < 3; i++) {
     trainer.trainStep();
@@ -94,10 +81,7 @@ export async function profileTrainStep(opts: { width: number; batch: number; thr
     byKernel.set(key, e);
   }
   const kernelTotal = groups.matMul + groups.elementwise + groups.other;
-  trainer.dispose();
-  store.dispose();
-  x.dispose();
-  xb.dispose();
+  dispose();
   const r1 = (v: number): number => Math.round(v * 10) / 10;
   return {
     width,

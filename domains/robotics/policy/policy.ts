@@ -113,7 +113,13 @@ export class DiffusionPolicy {
       ...(opts.sampling?.temperature === undefined ? {} : { temperature: opts.sampling.temperature }),
       ...(opts.sampling?.actionHorizon === undefined ? {} : { actionHorizon: opts.sampling.actionHorizon }),
     };
-    return new DiffusionPolicy(config, store, new Normalizer(norm.obs), new Normalizer(norm.action));
+    try {
+      return new DiffusionPolicy(config, store, new Normalizer(norm.obs), new Normalizer(norm.action));
+    } catch (err) {
+      // A rejected config (e.g. an override out of range) must not leak the loaded weights.
+      store.dispose();
+      throw err;
+    }
   }
 
   get horizon(): { obs: number; pred: number; action: number } {
