@@ -35,6 +35,8 @@ const USAGE = `usage: scoreflow robot <subcommand> [options]
           'train --data demos.mcap,corrections.mcap --init DIR'
   train   --env E [--data FILE.mcap[,FILE.mcap...] | --zarr PATH] [--steps N] [--batch N] [--lr X] [--channels 64,128,256]
           [--objective denoising|flow-matching] [--prediction eps|x0|v] [--path P] [--seed S] [--out DIR] [--resume DIR | --init DIR] [--json]
+          (--init fine-tunes a trained policy: it keeps that policy's network, normalisers and stored
+          sampling settings, e.g. an exported --temperature / --action-horizon, with a fresh optimiser)
   distill --env E --teacher DIR [--data FILE.mcap | --zarr PATH] [--steps N] [--batch N] [--lr X] [--sigma-data S] [--out DIR] [--json]
           consistency-distil a trained policy into a one-step policy
   export  --env E --checkpoint DIR --out DIR [--temperature X] [--action-horizon Ta]
