@@ -14,7 +14,7 @@ import { DEFAULT_PUSHT_ZARR, loadPushtDemos } from './data/pushtDemos.js';
 import { ENV_NAMES, armActionMode, envForPolicy } from './envs.js';
 import { evaluatePolicy, type Circle } from './evaluate.js';
 import { DEFAULT_POLICY, type DiffusionPolicyConfig } from './policy/config.js';
-import { DiffusionPolicy, type CostTerm } from './policy/policy.js';
+import { DiffusionPolicy, GUIDE_MODES, type CostTerm } from './policy/policy.js';
 import { policyTrainer } from './policy/train.js';
 import { DEFAULT_DISTILL_SIGMA_DATA, policyDistiller } from './policy/distill.js';
 import type { Demo } from './policy/windows.js';
@@ -46,7 +46,11 @@ const USAGE = `usage: scoreflow robot <subcommand> [options]
   eval    --env E --checkpoint DIR [--episodes N] [--seed S] [--guide obstacle:2,smooth:0.1]
           [--novel-obstacles K] [--sampler S] [--steps N] [--candidates N] [--temperature X (default: the policy's)]
           [--action-horizon Ta] [--pin-executed] [--per-episode] [--json]
-          (--candidates N keeps the lowest-cost of N samples and needs diverse ones: pass --temperature 1 with it)
+          [--guide-mode gradient|projection] [--guide-iterations K] [--guide-max-step X] [--guide-substeps S]
+          (--candidates N keeps the lowest-cost of N samples and needs diverse ones: pass --temperature 1 with it;
+          --guide-mode projection moves each denoised chunk K Polyak steps towards zero constraint cost
+          (obstacle / region / limits; each step at most X in normalised units), --guide-substeps S
+          checks arm-reach obstacles at S poses per control period)
   serve   [--checkpoint DIR | --env E] [--port P] [--tcp-port P] [--live-view-port P] [--json]
           PolicyService over gRPC (see 'robot serve --help')
   bridge  --stdio [--checkpoint DIR | --env E]    one policy session over stdin/stdout frames`;
@@ -283,6 +287,7 @@ async function robotEval(argv: string[]): Promise<number> {
       env: { type: 'string' }, checkpoint: { type: 'string' }, episodes: { type: 'string' }, seed: { type: 'string' }, guide: { type: 'string' },
       'novel-obstacles': { type: 'string' }, sampler: { type: 'string' }, steps: { type: 'string' }, candidates: { type: 'string' }, json: { type: 'boolean' },
       'pin-executed': { type: 'boolean' }, 'per-episode': { type: 'boolean' }, temperature: { type: 'string' }, 'action-horizon': { type: 'string' },
+      'guide-mode': { type: 'string' }, 'guide-iterations': { type: 'string' }, 'guide-max-step': { type: 'string' }, 'guide-substeps': { type: 'string' },
     },
     USAGE,
   );
@@ -294,7 +299,15 @@ async function robotEval(argv: string[]): Promise<number> {
   const env = await envForPolicy(policy.config);
   const novel = intOpt(o['novel-obstacles'], 'novel-obstacles', 0, 0);
   const spec = typeof o.guide === 'string' ? o.guide : undefined;
-  const guidanceFor = spec ? (constraints: readonly Circle[]): readonly CostTerm[] => parseGuideSpec(spec, envName, { constraints, actionMode: envName === 'arm-reach' ? armActionMode(policy.config) : undefined }) : undefined;
+  const guideMode = o['guide-mode'] === undefined ? undefined : choiceOpt(o['guide-mode'], 'guide-mode', GUIDE_MODES, 'gradient');
+  const guideIterations = o['guide-iterations'] === undefined ? undefined : intOpt(o['guide-iterations'], 'guide-iterations', 3, 1);
+  const guideMaxStep = o['guide-max-step'] === undefined ? undefined : numOpt(o['guide-max-step'], 'guide-max-step', 1);
+  if (guideMaxStep !== undefined && !(guideMaxStep > 0)) throw new UsageError(`--guide-max-step: expected a number > 0, received '${String(o['guide-max-step'])}'`);
+  const guideSubsteps = o['guide-substeps'] === undefined ? undefined : intOpt(o['guide-substeps'], 'guide-substeps', 1, 1);
+  if (!spec && (guideMode ?? guideIterations ?? guideMaxStep ?? guideSubsteps) !== undefined) throw new UsageError('--guide-mode, --guide-iterations, --guide-max-step and --guide-substeps need --guide');
+  const guideOpts = { mode: guideMode, iterations: guideIterations, maxStep: guideMaxStep, substeps: guideSubsteps };
+  const guidanceFor = spec ? (constraints: readonly Circle[]): readonly CostTerm[] => parseGuideSpec(spec, envName, { constraints, actionMode: envName === 'arm-reach' ? armActionMode(policy.config) : undefined, ...guideOpts }) : undefined;
+  if (spec) parseGuideSpec(spec, envName, { constraints: envName === 'pusht' ? [{ x: 0, y: 0, r: 1 }] : [], ...guideOpts }); // bad options fail before the first episode
   const episodes = intOpt(o.episodes, 'episodes', 50, 1);
   const temperature = temperatureOpt(o.temperature) ?? policy.config.temperature ?? 1;
   const maxTa = policy.config.predHorizon - policy.config.obsHorizon + 1;
@@ -317,7 +330,7 @@ async function robotEval(argv: string[]): Promise<number> {
     });
     bar.done();
     const { perEpisode, ...summary } = report;
-    const full = { event: 'eval', checkpoint: o.checkpoint, guide: spec ?? null, novel, temperature, actionHorizon: actionHorizon ?? policy.config.actionHorizon, ...summary, ...(o['per-episode'] ? { perEpisode } : {}) };
+    const full = { event: 'eval', checkpoint: o.checkpoint, guide: spec ?? null, ...(spec ? { guideMode: guideMode ?? 'gradient', guideIterations, guideMaxStep, guideSubsteps } : {}), novel, temperature, actionHorizon: actionHorizon ?? policy.config.actionHorizon, ...summary, ...(o['per-episode'] ? { perEpisode } : {}) };
     emit(json, full, JSON.stringify(full, null, 2));
   } finally {
     env.close();

@@ -12,3 +12,4 @@ export {
 } from './gradient.js';
 export { inpaint, type InpaintOptions, type Inpainting, type ReconstructionOptions } from './inpaint.js';
 export { guide, composeProjections } from './compose.js';
+export { projectionGuidance, type ProjectionGuidanceOptions } from './projection.js';

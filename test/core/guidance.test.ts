@@ -23,6 +23,7 @@ import {
   gradientGuidance,
   guide,
   inpaint,
+  projectionGuidance,
   scheduleWeight,
 } from '../../src/guide/index.js';
 import { pathFromSpec } from '../../src/path/index.js';
@@ -286,6 +287,89 @@ describe('gradient guidance', () => {
     expect(() => wrong(x, 0.5)).toThrow(/^fn: expected one value per sample, shape \[3\], received \[3, 2\]/);
     expect(tf.memory().numTensors).toBe(before);
     x.dispose();
+  });
+});
+
+describe('projection guidance', () => {
+  // Half-plane constraint a . x <= b written as the squared hinge c(x) = relu(a . x - b)^2.
+  const A = [0.6, 0.8];
+  const B0 = -0.5;
+  const aT = tf.tensor1d(A);
+  const hinge = (x: tf.Tensor): tf.Tensor => tf.square(tf.relu(tf.sub(tf.sum(tf.mul(x, aT), 1), B0)));
+  const excess = (rows: number[][]): number[] => rows.map((r) => r[0] * A[0] + r[1] * A[1] - B0);
+  const fixed = (rows: number[][]): Denoiser => () => tf.tensor2d(rows);
+  const rows = [[1, 1], [-1, -1], [0.5, -2], [3, 0]]; // excess 1.9, -0.9, -1.8, 2.3
+
+  it('halves a linear violation per Polyak step (scale 1), takes the Newton step at scale 2, leaves feasible samples alone', () => {
+    for (const [iterations, scale, factor] of [[1, 1, 0.5], [3, 1, 0.125], [1, 2, 0]] as const) {
+      const out = guide(fixed(rows), projectionGuidance({ fn: hinge, iterations, scale }))(tf.zeros([4, 2]), 0.5);
+      const got = out.arraySync() as number[][];
+      out.dispose();
+      const before = excess(rows);
+      const after = excess(got);
+      before.forEach((e, i) => {
+        if (e <= 0) expect(got[i]).toEqual(rows[i]); // feasible: not moved at all
+        else {
+          expect(after[i]).toBeCloseTo(e * factor, 5);
+          // the step is along the constraint normal a
+          const dx = [got[i][0] - rows[i][0], got[i][1] - rows[i][1]];
+          expect(Math.abs(dx[0] * A[1] - dx[1] * A[0])).toBeLessThan(1e-5);
+        }
+      });
+    }
+  });
+
+  it('caps each step at maxStep and respects a schedule', () => {
+    const out = guide(fixed(rows), projectionGuidance({ fn: hinge, iterations: 1, scale: 2, maxStep: 0.25 }))(tf.zeros([4, 2]), 0.5);
+    const got = out.arraySync() as number[][];
+    out.dispose();
+    expect(Math.hypot(got[0][0] - 1, got[0][1] - 1)).toBeCloseTo(0.25, 5);
+    expect(excess(got)[3]).toBeCloseTo(2.3 - 0.25, 5);
+    const off = guide(fixed(rows), projectionGuidance({ fn: hinge, schedule: { tStart: 0.4, tEnd: 0 } }))(tf.zeros([4, 2]), 0.5);
+    expect(off.arraySync()).toEqual(rows);
+    off.dispose();
+  });
+
+  it('sampling a Gaussian with a half-plane constraint ends (nearly) inside it; unguided puts mass outside', () => {
+    const den = gaussianDenoiser({ mean: [0, 0], cov: [[1, 0], [0, 1]] }, vp);
+    const draw = (d: Denoiser): number[] => {
+      const x = sample({ denoiser: d, path: vp, shape: [2000, 2], sampler: 'ddim', grid: { kind: 'uniform', steps: 20 }, rng: new Rng(5) });
+      const e = excess(x.arraySync() as number[][]);
+      x.dispose();
+      return e;
+    };
+    const base = draw(den);
+    const proj = draw(guide(den, projectionGuidance({ fn: hinge, iterations: 3 })));
+    const newton = draw(guide(den, projectionGuidance({ fn: hinge, iterations: 1, scale: 2 })));
+    const outside = (e: number[]): number => e.filter((v) => v > 1e-4).length / e.length;
+    const meanExcess = (e: number[]): number => e.reduce((a, v) => a + Math.max(0, v), 0) / e.length;
+    console.log(
+      `projection: mean excess beyond a.x = b ${meanExcess(base).toFixed(4)} unguided, ${meanExcess(proj).toFixed(4)} with 3 Polyak steps (worst ${Math.max(...proj).toFixed(4)}), ` +
+        `${meanExcess(newton).toFixed(6)} with one Newton step; share beyond: ${(100 * outside(base)).toFixed(1)}% / ${(100 * outside(proj)).toFixed(1)}% / ${(100 * outside(newton)).toFixed(2)}%`,
+    );
+    // P(a.x > -0.5) = 69% for a standard normal and a unit normal vector a.
+    expect(outside(base)).toBeGreaterThan(0.6);
+    // The last call's 3 Polyak steps leave 1/8 of the excess the sampler brings to it, and the
+    // earlier calls have already pulled the trajectory towards the half-plane.
+    expect(meanExcess(proj)).toBeLessThan(meanExcess(base) / 8);
+    // A Newton step projects a linear constraint exactly.
+    expect(outside(newton)).toBe(0);
+  });
+
+  it('rejects bad options and wrongly shaped objectives; leaks no tensors', () => {
+    expect(() => projectionGuidance({ fn: hinge, iterations: 0 })).toThrow(/iterations/);
+    expect(() => projectionGuidance({ fn: hinge, scale: 0 })).toThrow(/scale must be > 0/);
+    expect(() => projectionGuidance({ fn: hinge, scale: 5 })).toThrow(/scale/);
+    expect(() => projectionGuidance({ fn: hinge, maxStep: -1 })).toThrow(/maxStep/);
+    expect(() => projectionGuidance({ fn: 3 as unknown as () => tf.Tensor })).toThrow(/fn must be a function/);
+    const bad = guide(fixed(rows), projectionGuidance({ fn: (x) => tf.sum(x) }));
+    const xt = tf.zeros([4, 2]);
+    const n0 = tf.memory().numTensors;
+    expect(() => bad(xt, 0.5)).toThrow(/one violation per sample, shape \[4\]/);
+    const good = guide(fixed(rows), projectionGuidance({ fn: hinge }));
+    for (let i = 0; i < 5; i++) good(xt, 0.5).dispose();
+    expect(tf.memory().numTensors).toBe(n0);
+    xt.dispose();
   });
 });
 

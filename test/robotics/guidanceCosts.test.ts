@@ -320,6 +320,30 @@ describe('armObstacleClearance', () => {
     expect(out.v[2]).toBeGreaterThan(out.v[0]!); // To = 1: one more step (k = 0) is in the future
   });
 
+  it('with substeps, sees a link swept through a small obstacle between two control instants', () => {
+    // Base turns 0.5 rad per control step (5 rad/s): link 1 jumps over a thin obstacle at 0.25 rad.
+    const small: Circle = { x: 0.3 * Math.cos(0.25), y: 0.3 * Math.sin(0.25), r: 0.01 };
+    const fast = constant([5, 0, 0], TP);
+    const w = win([small]);
+    const at = (S: number, m = 0): number => evalCost(armObstacleClearance({ margin: m, substeps: S }), [fast], [w])[0]!;
+    expect(at(1)).toBe(0); // the poses at the control instants (0.5, 1.0, ... rad) all clear it
+    expect(at(4)).toBeGreaterThan(0); // the pose at 0.25 rad is inside it
+    // Substeps average per control period: a chunk standing still costs the same at any S.
+    const still = constant([0, 0, 0], TP);
+    const near = win([{ x: 0.5, y: 0.03, r: 0.02 }]);
+    const c1 = evalCost(armObstacleClearance({ margin, substeps: 1 }), [still], [near])[0]!;
+    expect(c1).toBeGreaterThan(0);
+    expect(evalCost(armObstacleClearance({ margin, substeps: 5 }), [still], [near])[0]).toBeCloseTo(c1, 6);
+    // Position actions interpolate from q_t to the first target, then between targets.
+    const pos = Array.from({ length: TP }, () => [0.5, 0, 0]);
+    const pw = win([small]);
+    const posCost = (S: number): number => evalCost(armObstacleClearance({ margin: 0, substeps: S, actionMode: 'position' }), [pos], [pw])[0]!;
+    expect(posCost(1)).toBe(0);
+    expect(posCost(2)).toBeGreaterThan(0); // halfway from q_t = 0 to 0.5 rad: 0.25 rad
+    expect(() => armObstacleClearance({ margin, substeps: 0 })).toThrow(/substeps: expected >= 1/);
+    expect(() => armObstacleClearance({ margin, substeps: 1.5 })).toThrow(/substeps: expected an integer/);
+  });
+
   it('validates its parameters and observations', () => {
     expect(() => armObstacleClearance({ margin: -0.1 })).toThrow(/margin/);
     expect(() => armObstacleClearance({ margin: 0.1, extraObstacles: [{ x: 0, y: 0, r: 0 }] })).toThrow(/extraObstacles\[0\]\.r/);
@@ -414,6 +438,25 @@ describe('parseGuideSpec', () => {
     expect(() => parseGuideSpec('obstacle:1', 'pusht')).toThrow(/not available for env 'pusht'.*region/);
     expect(() => parseGuideSpec('region:1', 'pusht')).toThrow(/needs forbidden circles/);
     expect(() => parseGuideSpec('smooth:1', '')).toThrow(/env/);
+  });
+
+  it('projection mode applies to the constraint terms only and validates its options', () => {
+    const terms = parseGuideSpec('obstacle:1,goal:0.5,smooth:0.1,limits:2', 'arm-reach', { mode: 'projection', iterations: 4, maxStep: 0.3 });
+    expect(terms.map((t) => [t.name, t.mode, t.iterations, t.maxStep])).toEqual([
+      ['obstacle', 'projection', 4, 0.3],
+      ['goal', 'gradient', undefined, undefined],
+      ['smooth', 'gradient', undefined, undefined],
+      ['limits', 'projection', 4, 0.3],
+    ]);
+    expect(parseGuideSpec('obstacle:1', 'arm-reach').map((t) => t.mode)).toEqual(['gradient']);
+    expect(() => parseGuideSpec('obstacle:5', 'arm-reach', { mode: 'projection' })).toThrow(/Polyak step multiplier in \(0, 4\], received 5/);
+    expect(() => parseGuideSpec('obstacle:0', 'arm-reach', { mode: 'projection' })).toThrow(/Polyak/);
+    expect(() => parseGuideSpec('obstacle:1', 'arm-reach', { mode: 'hard' as 'projection' })).toThrow(/mode: unknown value 'hard'/);
+    expect(() => parseGuideSpec('obstacle:1', 'arm-reach', { iterations: 3 })).toThrow(/iterations only apply to mode 'projection'/);
+    expect(() => parseGuideSpec('obstacle:1', 'arm-reach', { mode: 'projection', iterations: 0 })).toThrow(/iterations: expected >= 1/);
+    expect(() => parseGuideSpec('obstacle:1', 'arm-reach', { maxStep: 0.3 })).toThrow(/maxStep only applies/);
+    expect(() => parseGuideSpec('obstacle:1', 'arm-reach', { mode: 'projection', maxStep: 0 })).toThrow(/maxStep must be > 0/);
+    expect(() => parseGuideSpec('obstacle:1', 'arm-reach', { substeps: 0 })).toThrow(/substeps: expected >= 1/);
   });
 });
 

@@ -133,9 +133,17 @@ describe('policy', () => {
       unguided += costOf(policy.predictChunks([windows[1]], { seed: 10 + s }).chunks[0]);
       guided += costOf(policy.predictChunks([windows[1]], { seed: 10 + s, guidance: [{ name: 'ceiling', cost: ceiling, scale: 1 }] }).chunks[0]);
     }
-    console.log(`ceiling cost: unguided ${unguided.toFixed(4)}, guided ${guided.toFixed(4)}`);
+    // Projection mode (Polyak steps towards zero cost) with no tuned step size: the final chunk
+    // keeps at most (1/2)^3 of the violation its last denoising step brought.
+    let projected = 0;
+    for (let s = 0; s < 4; s++) {
+      projected += costOf(policy.predictChunks([windows[1]], { seed: 10 + s, guidance: [{ name: 'ceiling', cost: ceiling, scale: 1, mode: 'projection', iterations: 3 }] }).chunks[0]);
+    }
+    console.log(`ceiling cost: unguided ${unguided.toFixed(4)}, guided ${guided.toFixed(4)}, projected ${projected.toFixed(6)}`);
     expect(unguided).toBeGreaterThan(0.5);
     expect(guided).toBeLessThan(0.5 * unguided);
+    expect(projected).toBeLessThan(0.02 * unguided);
+    expect(() => policy.predictChunks([windows[1]], { guidance: [{ name: 'ceiling', cost: ceiling, scale: 1, mode: 'push' as 'projection' }] })).toThrow(/guidance 'ceiling' mode: unknown value 'push'/);
     expect(tf.memory().numTensors).toBe(before);
 
     // A stored sampling temperature is the default for every chunk and is saved with the policy;

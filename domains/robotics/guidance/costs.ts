@@ -22,7 +22,7 @@ import { checkNumber, checkOneOf, fail } from '../../../src/util/validate.js';
 import { JOINT_LIMITS, LINK_LENGTHS, LINK_RADIUS, type Obstacle } from '../env/armReachKinematics.js';
 import { MAX_OBSTACLES, OBS_LAYOUT } from '../env/armReachSpec.js';
 import { PUSHT_AGENT_RADIUS, PUSHT_SIZE } from '../env/pusht.js';
-import type { ChunkCost, CostTerm } from '../policy/policy.js';
+import { GUIDE_MODES, type ChunkCost, type CostTerm, type GuideMode } from '../policy/policy.js';
 
 /** A circle in the environment's units: Push-T pixels, arm-reach metres. */
 export interface Circle {
@@ -278,32 +278,72 @@ export function armJointTrajectory(actions: tf.Tensor, ctx: { readonly obs: read
   return tf.tidy(() => jointTrajectory(actions, info, plan));
 }
 
-/** Plain-number constants of the joint trajectory (validated here, before any tensor work). */
+/**
+ * Plain-number constants of the joint trajectory (validated here, before any tensor work), at
+ * R = Tp * S rows: with S substeps per control period, row (k, s), s = 1..S, is the pose a
+ * fraction s / S of the way through executing chunk step k, so the costs see the swept path
+ * and not only the poses at the control instants (S = 1: row k is q_k).
+ *   q = w0 * q_t + M @ a
+ */
 interface TrajectoryPlan {
-  readonly mode: ArmActionMode;
-  /** [B, Tp, Tp]: M[b, k, j] = dt for To_b - 1 <= j <= k, so that q = q_t + M @ a. */
-  readonly m?: Float32Array;
+  readonly rows: number;
+  /** [B, R, Tp]. Velocity actions: dt for To_b - 1 <= j < k and dt * s / S at j = k. Position actions: linear interpolation between consecutive targets. */
+  readonly m: Float32Array;
+  /** [B, R]: weight of q_t (1 for velocity actions; 1 - s / S at k = To_b - 1 for position actions). */
+  readonly w0: Float32Array;
   /** [B, 3]: q_t from each row's last observation frame. */
-  readonly q0?: Float32Array;
+  readonly q0: Float32Array;
+  /** [B, R]: 1 / S at the rows of steps k >= To_b - 1 (present and future), 0 at past steps. */
+  readonly mask: Float32Array;
 }
 
-function planTrajectory(name: string, info: ChunkInfo, kin: { dt: number; mode: ArmActionMode }): TrajectoryPlan {
-  if (kin.mode === 'position') return { mode: 'position' };
+function planTrajectory(name: string, info: ChunkInfo, kin: { dt: number; mode: ArmActionMode }, substeps = 1): TrajectoryPlan {
   const { B, Tp } = info;
-  const m = new Float32Array(B * Tp * Tp);
+  const S = substeps;
+  const R = Tp * S;
+  const m = new Float32Array(B * R * Tp);
+  const w0 = new Float32Array(B * R);
   const q0 = new Float32Array(B * 3);
+  const mask = new Float32Array(B * R);
   info.to.forEach((to, b) => {
-    for (let k = to - 1; k < Tp; k++) m.fill(kin.dt, (b * Tp + k) * Tp + to - 1, (b * Tp + k) * Tp + k + 1);
     const f = lastFrame(name, info, b, OBS_LAYOUT.size);
     for (let j = 0; j < 3; j++) q0[b * 3 + j] = f[OBS_LAYOUT.q + j]!;
+    for (let k = 0; k < Tp; k++) {
+      for (let s = 1; s <= S; s++) {
+        const r = b * R + k * S + s - 1;
+        const frac = s / S;
+        const row = r * Tp;
+        if (kin.mode === 'velocity') {
+          w0[r] = 1;
+          if (k >= to - 1) {
+            m.fill(kin.dt, row + to - 1, row + k);
+            m[row + k] = kin.dt * frac;
+          }
+        } else {
+          // Position actions are the joint targets themselves; between two control instants the
+          // pose moves from the previous target (q_t before the first executed one) to this one.
+          m[row + k] = frac;
+          if (frac < 1) {
+            if (k > to - 1) m[row + k - 1] = 1 - frac;
+            else if (k === to - 1) w0[r] = 1 - frac;
+            else m[row + k] = 1; // past steps: masked out anyway
+          }
+        }
+        if (k >= to - 1) mask[r] = 1 / S;
+      }
+    }
   });
-  return { mode: 'velocity', m, q0 };
+  return { rows: R, m, w0, q0, mask };
 }
 
 function jointTrajectory(actions: tf.Tensor, info: ChunkInfo, plan: TrajectoryPlan): tf.Tensor {
-  if (plan.mode === 'position') return tf.clone(actions);
   const { B, Tp } = info;
-  return tf.add(tf.tensor3d(plan.q0!, [B, 1, 3]), tf.matMul(tf.tensor3d(plan.m!, [B, Tp, Tp]), actions));
+  const base = tf.mul(tf.tensor3d(plan.w0, [B, plan.rows, 1]), tf.tensor3d(plan.q0, [B, 1, 3]));
+  return tf.add(base, tf.matMul(tf.tensor3d(plan.m, [B, plan.rows, Tp]), actions));
+}
+
+function planMask(info: ChunkInfo, plan: TrajectoryPlan): tf.Tensor2D {
+  return tf.tensor2d(plan.mask, [info.B, plan.rows]);
 }
 
 export interface ArmObstacleClearanceOptions extends ArmKinematicsOptions {
@@ -314,6 +354,12 @@ export interface ArmObstacleClearanceOptions extends ArmKinematicsOptions {
    * equal to an obstacle already in a row's last observation frame are not counted twice.
    */
   readonly extraObstacles?: readonly CircleLike[];
+  /**
+   * Poses checked per control period (default 1: only the poses at the control instants). A
+   * velocity-driven arm can sweep a link through a small obstacle between two instants (at
+   * 2 rad/s a joint turns 0.2 rad per 0.1 s step, 18 cm at full reach), so 4 is safer.
+   */
+  readonly substeps?: number;
 }
 
 /**
@@ -329,9 +375,10 @@ export function armObstacleClearance(opts: ArmObstacleClearanceOptions): ChunkCo
   const margin = checkNumber(`${name}: margin`, opts.margin, { min: 0 });
   const extra = checkCircles(opts.extraObstacles ?? [], `${name}: extraObstacles`);
   const kin = checkArmKinematics(name, opts);
+  const substeps = checkNumber(`${name}: substeps`, opts.substeps ?? 1, { integer: true, min: 1, max: 32 });
   return (actions, ctx) => {
     const info = chunkInfo(name, actions, ctx, 3);
-    const plan = planTrajectory(name, info, kin);
+    const plan = planTrajectory(name, info, kin, substeps);
     const perRow: Circle[][] = [];
     for (let b = 0; b < info.B; b++) {
       const f = lastFrame(name, info, b, OBS_LAYOUT.size);
@@ -360,8 +407,8 @@ export function armObstacleClearance(opts: ArmObstacleClearanceOptions): ChunkCo
           present[b * M + i] = 1;
         }),
       );
-      const q = jointTrajectory(actions, info, plan); // [B, Tp, 3]
-      const { dirs, points } = armLinks(q); // [B, Tp, 3, 2], [B, Tp, 4, 2]
+      const q = jointTrajectory(actions, info, plan); // [B, R, 3] (R = Tp * substeps)
+      const { dirs, points } = armLinks(q); // [B, R, 3, 2], [B, R, 4, 2]
       const starts = tf.slice(points, [0, 0, 0, 0], [-1, -1, 3, -1]); // [B, Tp, 3, 2]
       const c = tf.reshape(tf.tensor3d(centers, [B, M, 2]), [B, 1, 1, M, 2]);
       const w = tf.sub(c, tf.expandDims(starts, 3)); // [B, Tp, 3, M, 2]
@@ -373,8 +420,8 @@ export function armObstacleClearance(opts: ArmObstacleClearanceOptions): ChunkCo
       const dist = tf.sqrt(tf.add(tf.sum(tf.square(perp), -1), ARM_EPS)); // [B, Tp, 3, M]
       const viol = tf.relu(tf.sub(tf.reshape(tf.tensor2d(reach, [B, M]), [B, 1, 1, M]), dist));
       const pen = tf.mul(tf.square(viol), tf.reshape(tf.tensor2d(present, [B, M]), [B, 1, 1, M]));
-      const perStep = tf.sum(pen, [2, 3]); // [B, Tp]
-      return tf.sum(tf.mul(perStep, futureMask(info)), 1);
+      const perStep = tf.sum(pen, [2, 3]); // [B, R]
+      return tf.sum(tf.mul(perStep, planMask(info, plan)), 1);
     });
   };
 }
@@ -424,7 +471,7 @@ export function armJointLimits(opts: ArmJointLimitsOptions): ChunkCost {
       const q = jointTrajectory(actions, info, plan);
       const excess = tf.relu(tf.sub(tf.abs(tf.sub(q, tf.tensor1d(mid))), tf.tensor1d(slack)));
       const perStep = tf.sum(tf.square(excess), -1); // [B, Tp]
-      return tf.sum(tf.mul(perStep, futureMask(info)), 1);
+      return tf.sum(tf.mul(perStep, planMask(info, plan)), 1);
     });
   };
 }
@@ -440,6 +487,9 @@ const TERMS_BY_ENV: Record<string, readonly GuideTermName[]> = {
   pusht: ['region', 'smooth', 'limits'],
   'arm-reach': ['obstacle', 'goal', 'smooth', 'limits'],
 };
+
+/** Terms that are zero when their constraint holds (the ones projection mode applies to). */
+export const CONSTRAINT_TERMS: readonly GuideTermName[] = ['obstacle', 'region', 'limits'];
 
 export const DEFAULT_REGION_MARGIN = PUSHT_AGENT_RADIUS + 5;
 export const DEFAULT_OBSTACLE_MARGIN = 0.03;
@@ -457,6 +507,14 @@ export interface GuideSpecOptions extends ArmKinematicsOptions {
   readonly obstacleMargin?: number;
   /** arm-reach 'limits' margin (rad). Default DEFAULT_JOINT_LIMIT_MARGIN = 0.1. */
   readonly limitsMargin?: number;
+  /** How every term steers sampling: 'gradient' (default) or 'projection' (see CostTerm.mode). */
+  readonly mode?: GuideMode;
+  /** Polyak steps per sampler step in 'projection' mode (default 3). */
+  readonly iterations?: number;
+  /** Cap on each Polyak step's norm in 'projection' mode (normalised action units; default none). */
+  readonly maxStep?: number;
+  /** arm-reach 'obstacle': poses checked per control period (default 1; see ArmObstacleClearanceOptions). */
+  readonly substeps?: number;
 }
 
 const SCALE_RE = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
@@ -467,12 +525,21 @@ const SCALE_RE = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
  * available for the environment (pusht: region, smooth, limits; arm-reach: obstacle, goal,
  * smooth, limits; others: smooth), scales finite and >= 0, each name at most once.
  * pusht 'limits' keeps targets in [0, 512]^2; 'region' needs opts.constraints.
+ * With opts.mode 'projection', the constraint terms (CONSTRAINT_TERMS) project the denoised chunk
+ * towards zero cost (scale = Polyak step multiplier in (0, 4], opts.iterations steps per sampler
+ * step); 'goal' and 'smooth' keep the gradient step.
  */
 export function parseGuideSpec(spec: string, env: string, opts: GuideSpecOptions = {}): CostTerm[] {
   const where = 'guide spec';
   if (typeof spec !== 'string' || spec.trim() === '') fail(`${where}: expected comma-separated name:scale entries such as 'obstacle:2,smooth:0.1', received ${JSON.stringify(spec)}`);
   if (typeof env !== 'string' || env === '') fail(`${where}: env must be a non-empty string, received ${String(env)}`);
   const available: readonly GuideTermName[] = TERMS_BY_ENV[env] ?? ['smooth'];
+  const mode = checkOneOf(`${where}: mode`, opts.mode ?? 'gradient', GUIDE_MODES);
+  const iterations = opts.iterations === undefined ? undefined : checkNumber(`${where}: iterations`, opts.iterations, { integer: true, min: 1, max: 100 });
+  const maxStep = opts.maxStep === undefined ? undefined : checkNumber(`${where}: maxStep`, opts.maxStep);
+  if (maxStep !== undefined && !(maxStep > 0)) fail(`${where}: maxStep must be > 0, received ${maxStep}`);
+  if (maxStep !== undefined && mode !== 'projection') fail(`${where}: maxStep only applies to mode 'projection', received mode '${mode}'`);
+  if (iterations !== undefined && mode !== 'projection') fail(`${where}: iterations only apply to mode 'projection', received mode '${mode}'`);
   const seen = new Set<string>();
   const terms: CostTerm[] = [];
   for (const raw of spec.split(',')) {
@@ -495,7 +562,11 @@ export function parseGuideSpec(spec: string, env: string, opts: GuideSpecOptions
       if (!SCALE_RE.test(s) || !Number.isFinite(scale)) fail(`${where} '${spec}': scale of '${name}' must be a finite number, received '${parts[1]}'`);
       if (scale < 0) fail(`${where} '${spec}': scale of '${name}' must be >= 0 (costs are minimised), received ${scale}`);
     }
-    terms.push({ name, scale, cost: makeTerm(name, env, opts) });
+    // Projection drives a cost to zero, so it only fits the constraint terms (zero when
+    // satisfied); 'goal' and 'smooth' are objectives and keep the gradient step.
+    const termMode: GuideMode = mode === 'projection' && CONSTRAINT_TERMS.includes(name) ? 'projection' : 'gradient';
+    if (termMode === 'projection' && !(scale > 0 && scale <= 4)) fail(`${where} '${spec}': in projection mode the scale of '${name}' is a Polyak step multiplier in (0, 4], received ${scale}`);
+    terms.push({ name, scale, cost: makeTerm(name, env, opts), mode: termMode, ...(termMode === 'projection' && iterations !== undefined ? { iterations } : {}), ...(termMode === 'projection' && maxStep !== undefined ? { maxStep } : {}) });
   }
   return terms;
 }
@@ -511,7 +582,7 @@ function makeTerm(name: GuideTermName, env: string, opts: GuideSpecOptions): Chu
       return pushtForbiddenRegion({ circles, margin: opts.regionMargin ?? DEFAULT_REGION_MARGIN });
     }
     case 'obstacle':
-      return armObstacleClearance({ margin: opts.obstacleMargin ?? DEFAULT_OBSTACLE_MARGIN, extraObstacles: opts.constraints ?? [], ...kin });
+      return armObstacleClearance({ margin: opts.obstacleMargin ?? DEFAULT_OBSTACLE_MARGIN, extraObstacles: opts.constraints ?? [], substeps: opts.substeps, ...kin });
     case 'goal':
       return armGoalDistance(kin);
     case 'limits':

@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { Normalizer, type NormalizerState } from '../../../src/data/normalizer.js';
 import { wrapNetwork, type Denoiser, type Network, type Parameterization } from '../../../src/denoiser/denoiser.js';
-import { gradientGuidance, guide, inpaint } from '../../../src/guide/index.js';
+import { gradientGuidance, guide, inpaint, projectionGuidance } from '../../../src/guide/index.js';
 import type { GuidanceSchedule } from '../../../src/guide/schedule.js';
 import { ParamStore } from '../../../src/nn/params.js';
 import { buildNetwork, releaseNetwork, type ModelSpec } from '../../../src/nn/registry.js';
@@ -16,7 +16,7 @@ import { Rng } from '../../../src/rng/rng.js';
 import { sample, type SamplerName } from '../../../src/sample/registry.js';
 import { loadCheckpoint, saveCheckpoint } from '../../../src/train/checkpoint.js';
 import { consistencyDenoiser, consistencyParam, type ConsistencyParam } from '../../../src/loss/consistencyParam.js';
-import { checkNumber, fail } from '../../../src/util/validate.js';
+import { checkNumber, checkOneOf, fail } from '../../../src/util/validate.js';
 import '../model/temporalUnet.js';
 import { validatePolicyConfig, type DiffusionPolicyConfig } from './config.js';
 import { featuresFor, type FeatureMap } from './features.js';
@@ -26,12 +26,27 @@ export const POLICY_TASK_PREFIX = 'robot-policy/';
 /** A differentiable cost of raw (unnormalised) action chunks [B, Tp, A] -> [B]; lower is better. */
 export type ChunkCost = (actions: tf.Tensor, ctx: { readonly obs: readonly ArrayLike<number>[][] }) => tf.Tensor;
 
+/** How a cost term steers sampling. */
+export type GuideMode = 'gradient' | 'projection';
+export const GUIDE_MODES: readonly GuideMode[] = ['gradient', 'projection'];
+
 export interface CostTerm {
   readonly name: string;
   readonly cost: ChunkCost;
+  /** 'gradient': step size of the gradient step; 'projection': Polyak step multiplier in (0, 4]. */
   readonly scale: number;
   readonly schedule?: GuidanceSchedule;
   readonly clipNorm?: number;
+  /**
+   * 'gradient' (default): one fixed gradient step on the denoised chunk per sampler step
+   * (Diffuser-style). 'projection': `iterations` Polyak steps of the denoised chunk towards
+   * zero cost (the core's projectionGuidance); for costs that are zero when satisfied.
+   */
+  readonly mode?: GuideMode;
+  /** Polyak steps per sampler step in 'projection' mode (default 3). */
+  readonly iterations?: number;
+  /** 'projection' mode: cap on each Polyak step's norm, in normalised action units over the chunk (default none). */
+  readonly maxStep?: number;
 }
 
 export interface PredictOptions {
@@ -150,18 +165,24 @@ export class DiffusionPolicy {
   private denoiserFor(cond: tf.Tensor, windows: readonly (readonly ArrayLike<number>[])[], opts: PredictOptions, batch: number, rng: Rng): { den: Denoiser; project?: (x: tf.Tensor, t: number) => tf.Tensor; dispose: () => void } {
     let den = this.baseDenoiser(cond);
     const owned: tf.Tensor[] = [];
-    const wrappers = (opts.guidance ?? []).map((term) =>
-      gradientGuidance({
+    const wrappers = (opts.guidance ?? []).map((term) => {
+      const mode = checkOneOf(`guidance '${term.name}' mode`, term.mode ?? 'gradient', GUIDE_MODES);
+      const scale = checkNumber(`guidance '${term.name}' scale`, term.scale, { min: 0 });
+      const chunkCost = (x0: tf.Tensor): tf.Tensor => term.cost(this.unnormalizeTensor(x0), { obs: windows as ArrayLike<number>[][] });
+      if (mode === 'projection') {
+        return projectionGuidance({ fn: chunkCost, scale, iterations: term.iterations, maxStep: term.maxStep, schedule: term.schedule });
+      }
+      return gradientGuidance({
         path: this.path,
         // A gradient step on the denoised chunk: the policy's denoiser is strongly conditioned on
         // the observation, so the DPS gradient through it nearly vanishes (measured on the tests).
         on: 'x0-direct',
-        scale: checkNumber(`guidance '${term.name}' scale`, term.scale, { min: 0 }),
+        scale,
         schedule: term.schedule,
         clipNorm: term.clipNorm,
-        fn: (x0) => tf.neg(term.cost(this.unnormalizeTensor(x0), { obs: windows as ArrayLike<number>[][] })),
-      }),
-    );
+        fn: (x0) => tf.neg(chunkCost(x0)),
+      });
+    });
     if (wrappers.length) den = guide(den, ...wrappers);
     let project: ((x: tf.Tensor, t: number) => tf.Tensor) | undefined;
     if (opts.pinned && opts.pinned.length > 0) {
@@ -228,10 +249,14 @@ export class DiffusionPolicy {
     const Tp = this.config.predHorizon;
     const A = this.config.actionDim;
     const cond = this.condition(expanded);
-    const { den, project, dispose } = this.denoiserFor(cond, expanded, opts, B, rng);
+    let dispose: (() => void) | undefined;
     let raw: Float32Array;
     let costs: Float32Array | undefined;
     try {
+      // Inside the try: a rejected guidance term must not leak the conditioning tensor.
+      const built = this.denoiserFor(cond, expanded, opts, B, rng);
+      dispose = built.dispose;
+      const { den, project } = built;
       const x = sample({
         denoiser: den,
         path: this.path,
@@ -251,7 +276,7 @@ export class DiffusionPolicy {
       actions.dispose();
     } finally {
       cond.dispose();
-      dispose();
+      dispose?.();
     }
     const chunks: Float32Array[] = [];
     for (let w = 0; w < windows.length; w++) {
