@@ -320,6 +320,29 @@ describe('armObstacleClearance', () => {
     expect(out.v[2]).toBeGreaterThan(out.v[0]!); // To = 1: one more step (k = 0) is in the future
   });
 
+  it('its gradient matches central finite differences (velocity and position actions, substeps, several obstacles)', () => {
+    const obs2: Circle[] = [obstacle, { x: 0.2, y: 0.45, r: 0.1 }, { x: 0.75, y: -0.1, r: 0.06 }];
+    const chunk = Array.from({ length: TP }, (_, k) => [0.9 + 0.3 * Math.sin(k), -0.8 + 0.2 * k, 0.5 * Math.cos(3 * k)]);
+    for (const c of [armObstacleClearance({ margin: 0.1, substeps: 3 }), armObstacleClearance({ margin: 0.1, actionMode: 'position', substeps: 2 })]) {
+      const g = gradient(c, [chunk], [win(obs2)]);
+      expect(evalCost(c, [chunk], [win(obs2)])[0]).toBeGreaterThan(0);
+      let checked = 0;
+      for (let k = 0; k < TP; k++) {
+        for (let j = 0; j < 3; j++) {
+          const h = 1e-3;
+          const plus = chunk.map((a) => [...a]);
+          const minus = chunk.map((a) => [...a]);
+          plus[k]![j]! += h;
+          minus[k]![j]! -= h;
+          const fd = (evalCost(c, [plus], [win(obs2)])[0]! - evalCost(c, [minus], [win(obs2)])[0]!) / (2 * h);
+          expect(Math.abs(g[k * 3 + j]! - fd)).toBeLessThan(2e-3 * Math.max(1, Math.abs(fd)));
+          if (Math.abs(fd) > 1e-3) checked++;
+        }
+      }
+      expect(checked).toBeGreaterThan(10);
+    }
+  });
+
   it('with substeps, sees a link swept through a small obstacle between two control instants', () => {
     // Base turns 0.5 rad per control step (5 rad/s): link 1 jumps over a thin obstacle at 0.25 rad.
     const small: Circle = { x: 0.3 * Math.cos(0.25), y: 0.3 * Math.sin(0.25), r: 0.01 };

@@ -394,36 +394,104 @@ export function armObstacleClearance(opts: ArmObstacleClearanceOptions): ChunkCo
       perRow.push(list);
     }
     const M = Math.max(0, ...perRow.map((l) => l.length));
-    return tf.tidy(() => {
-      if (M === 0) return zeroCost(actions);
-      const { B, Tp } = info;
-      const centers = new Float32Array(B * M * 2);
-      const reach = new Float32Array(B * M);
-      const present = new Float32Array(B * M);
-      perRow.forEach((list, b) =>
-        list.forEach((o, i) => {
-          centers.set([o.x, o.y], (b * M + i) * 2);
-          reach[b * M + i] = o.r + LINK_RADIUS + margin;
-          present[b * M + i] = 1;
-        }),
-      );
-      const q = jointTrajectory(actions, info, plan); // [B, R, 3] (R = Tp * substeps)
-      const { dirs, points } = armLinks(q); // [B, R, 3, 2], [B, R, 4, 2]
-      const starts = tf.slice(points, [0, 0, 0, 0], [-1, -1, 3, -1]); // [B, Tp, 3, 2]
-      const c = tf.reshape(tf.tensor3d(centers, [B, M, 2]), [B, 1, 1, M, 2]);
-      const w = tf.sub(c, tf.expandDims(starts, 3)); // [B, Tp, 3, M, 2]
-      const u = tf.expandDims(dirs, 3); // [B, Tp, 3, 1, 2]
-      const along = tf.sum(tf.mul(w, u), -1); // [B, Tp, 3, M]
-      const lengths = tf.reshape(tf.tensor1d(LINK_LENGTHS as unknown as number[]), [1, 1, 3, 1]);
-      const s = tf.minimum(tf.maximum(along, 0), lengths);
-      const perp = tf.sub(w, tf.mul(tf.expandDims(s, -1), u)); // centre - closest point
-      const dist = tf.sqrt(tf.add(tf.sum(tf.square(perp), -1), ARM_EPS)); // [B, Tp, 3, M]
-      const viol = tf.relu(tf.sub(tf.reshape(tf.tensor2d(reach, [B, M]), [B, 1, 1, M]), dist));
-      const pen = tf.mul(tf.square(viol), tf.reshape(tf.tensor2d(present, [B, M]), [B, 1, 1, M]));
-      const perStep = tf.sum(pen, [2, 3]); // [B, R]
-      return tf.sum(tf.mul(perStep, planMask(info, plan)), 1);
-    });
+    if (M === 0) return tf.tidy(() => zeroCost(actions));
+    const reachOf = perRow.map((list) => list.map((o) => o.r + LINK_RADIUS + margin));
+    const { B, Tp } = info;
+    // The cost and its exact gradient in plain float64 loops, wrapped as one differentiable op:
+    // the same computation as a graph of ~40 small tensor ops (x2 for the backward pass) spends
+    // nearly all its time in per-op overhead on the WASM backend, and guidance evaluates it at
+    // every sampler step for every candidate.
+    const op = tf.customGrad(((a: tf.Tensor) => {
+      const { cost, grad } = armObstacleCostAndGrad(a.dataSync() as Float32Array, B, Tp, plan, perRow, reachOf);
+      return {
+        value: tf.tensor1d(cost),
+        gradFunc: (dy: tf.Tensor) => tf.mul(tf.reshape(dy, [B, 1, 1]), tf.tensor3d(grad, [B, Tp, 3])),
+      };
+    }) as unknown as Parameters<typeof tf.customGrad>[0]);
+    return op(actions) as tf.Tensor1D;
   };
+}
+
+/**
+ * Obstacle penalty of armObstacleClearance and its gradient with respect to the actions, row by
+ * row. For link i (start p, unit direction u, length l) and obstacle centre c, the closest point
+ * is x = p + s u with s = clamp((c - p) . u, 0, l) and d = sqrt(|c - x|^2 + eps); the penalty
+ * relu(reach - d)^2 has d pen / d x = 2 v (c - x) / d with v = reach - d. s minimises the
+ * distance (or sits at a bound), so x moves with the joint angles as if s were fixed:
+ * d x / d theta_m = l_m u_perp(theta_m) for the links m before i and s u_perp(theta_i) for link i,
+ * with absolute angles theta_m = q_1 + ... + q_m, and q = w0 q_t + M a gives d / d a = M^T d / d q.
+ */
+function armObstacleCostAndGrad(a: Float32Array, B: number, Tp: number, plan: TrajectoryPlan, obstacles: readonly (readonly Circle[])[], reach: readonly (readonly number[])[]): { cost: Float32Array; grad: Float32Array } {
+  const R = plan.rows;
+  const cost = new Float32Array(B);
+  const grad = new Float32Array(B * Tp * 3);
+  const L = LINK_LENGTHS;
+  const q = [0, 0, 0];
+  const th = [0, 0, 0];
+  const cs = [0, 0, 0];
+  const sn = [0, 0, 0];
+  const gth = [0, 0, 0];
+  for (let b = 0; b < B; b++) {
+    const list = obstacles[b]!;
+    if (list.length === 0) continue;
+    const rch = reach[b]!;
+    let total = 0;
+    for (let r = 0; r < R; r++) {
+      const w = plan.mask[b * R + r]!;
+      if (w === 0) continue;
+      const row = (b * R + r) * Tp;
+      const w0 = plan.w0[b * R + r]!;
+      for (let j = 0; j < 3; j++) {
+        let v = w0 * plan.q0[b * 3 + j]!;
+        for (let k = 0; k < Tp; k++) {
+          const m = plan.m[row + k]!;
+          if (m !== 0) v += m * a[(b * Tp + k) * 3 + j]!;
+        }
+        q[j] = v;
+      }
+      th[0] = q[0]!;
+      th[1] = th[0] + q[1]!;
+      th[2] = th[1] + q[2]!;
+      for (let i = 0; i < 3; i++) {
+        cs[i] = Math.cos(th[i]!);
+        sn[i] = Math.sin(th[i]!);
+      }
+      gth[0] = gth[1] = gth[2] = 0;
+      let px = 0;
+      let py = 0;
+      for (let i = 0; i < 3; i++) {
+        const ux = cs[i]!;
+        const uy = sn[i]!;
+        for (let o = 0; o < list.length; o++) {
+          const c = list[o]!;
+          const wx = c.x - px;
+          const wy = c.y - py;
+          const s = Math.min(Math.max(wx * ux + wy * uy, 0), L[i]!);
+          const ex = wx - s * ux; // c - x
+          const ey = wy - s * uy;
+          const d = Math.sqrt(ex * ex + ey * ey + ARM_EPS);
+          const v = rch[o]! - d;
+          if (v <= 0) continue;
+          total += w * v * v;
+          const gx = (2 * w * v * ex) / d; // d pen / d x
+          const gy = (2 * w * v * ey) / d;
+          for (let m = 0; m < i; m++) gth[m] += L[m]! * (-sn[m]! * gx + cs[m]! * gy);
+          gth[i] += s * (-uy * gx + ux * gy);
+        }
+        px += L[i]! * ux;
+        py += L[i]! * uy;
+      }
+      if (gth[0] === 0 && gth[1] === 0 && gth[2] === 0) continue;
+      const gq = [gth[0]! + gth[1]! + gth[2]!, gth[1]! + gth[2]!, gth[2]!];
+      for (let k = 0; k < Tp; k++) {
+        const m = plan.m[row + k]!;
+        if (m === 0) continue;
+        for (let j = 0; j < 3; j++) grad[(b * Tp + k) * 3 + j] += m * gq[j]!;
+      }
+    }
+    cost[b] = total;
+  }
+  return { cost, grad };
 }
 
 /** arm-reach: squared distance between the end effector at the last chunk step and the observed target. */
