@@ -9,7 +9,7 @@ import { PUSHT_AGENT_RADIUS } from './env/pusht.js';
 import type { Env } from './env/types.js';
 import { detourMode } from './expert/armReachExpert.js';
 import type { CostTerm, DiffusionPolicy } from './policy/policy.js';
-import { percentile, runEpisode, type EpisodeResult } from './policy/runner.js';
+import { percentile, runEpisode, type EpisodeResult, type RunOptions } from './policy/runner.js';
 
 export interface Circle {
   readonly x: number;
@@ -32,6 +32,11 @@ export interface EvalOptions {
   /** Actions executed per chunk (default: the policy's Ta). */
   readonly actionHorizon?: number;
   readonly onEpisode?: (i: number, r: EpisodeSummary) => void;
+  /** Diagnostics: called before episode i runs, with its novel constraints and guidance terms. */
+  readonly onEpisodeStart?: (i: number, e: { readonly seed: number; readonly constraints: readonly Circle[]; readonly guidance?: readonly CostTerm[] }) => void;
+  /** Diagnostics: called with every chunk and after every step of episode i (see RunOptions). */
+  readonly onChunk?: (i: number, c: Parameters<NonNullable<RunOptions['onChunk']>>[0]) => void;
+  readonly onStep?: (i: number, step: number, r: Parameters<NonNullable<RunOptions['onStep']>>[1]) => void;
   /** Called per episode with the novel constraints, so guidance terms can see them. */
   readonly guidanceFor?: (constraints: readonly Circle[]) => readonly CostTerm[];
 }
@@ -79,7 +84,7 @@ function pushtForbidden(obs: Float64Array, k: number, rng: Rng): Circle[] {
 }
 
 /** Novel arm-reach obstacles: beside the central obstacle on a random side, where one detour passes. */
-function armNovel(obs: Float64Array, k: number, rng: Rng): Circle[] {
+export function armNovel(obs: Float64Array, k: number, rng: Rng): Circle[] {
   const o = OBS_LAYOUT.obstacles;
   const cx = obs[o];
   const cy = obs[o + 1];
@@ -97,7 +102,7 @@ function armNovel(obs: Float64Array, k: number, rng: Rng): Circle[] {
 }
 
 /** The observation with every obstacle slot after the first (the central obstacle) marked absent. */
-function hideExtraObstacles(obs: Float64Array): Float64Array {
+export function hideExtraObstacles(obs: Float64Array): Float64Array {
   const out = Float64Array.from(obs);
   for (let k = 1; k < MAX_OBSTACLES; k++) {
     const o = OBS_LAYOUT.obstacles + 3 * k;
@@ -134,10 +139,12 @@ export function evaluatePolicy(env: Env, policy: DiffusionPolicy, opts: EvalOpti
       }
     }
     const guidance = opts.guidanceFor ? opts.guidanceFor(constraints) : opts.guidance;
+    opts.onEpisodeStart?.(i, { seed, constraints, guidance });
     // Novel obstacles are physics and guidance only: the policy's observation shows the
     // obstacle slots as it saw them in training (absent), so it meets them only through guidance.
     const observe = env.name === 'arm-reach' && constraints.length > 0 ? hideExtraObstacles : undefined;
-    const r: EpisodeResult = runEpisode(env, policy, { seed, state, guidance, sampler: opts.sampler, steps: opts.steps, candidates: opts.candidates, pinExecuted: opts.pinExecuted, observe, temperature: opts.temperature, actionHorizon: opts.actionHorizon });
+    const r: EpisodeResult = runEpisode(env, policy, { seed, state, guidance, sampler: opts.sampler, steps: opts.steps, candidates: opts.candidates, pinExecuted: opts.pinExecuted, observe, temperature: opts.temperature, actionHorizon: opts.actionHorizon,
+      onChunk: opts.onChunk ? (c) => opts.onChunk!(i, c) : undefined, onStep: opts.onStep ? (n, r) => opts.onStep!(i, n, r) : undefined });
     lat.push(...r.chunkLatenciesMs);
     let s: EpisodeSummary;
     if (env.name === 'pusht') {

@@ -30,6 +30,10 @@ export interface RunOptions extends PredictOptions {
   readonly observe?: (obs: Float64Array) => Float64Array;
   /** Actions executed per chunk before replanning (default: the policy's trained Ta). */
   readonly actionHorizon?: number;
+  /** Called with every chunk before it is executed (diagnostics: e.g. the chunk's guidance cost). */
+  readonly onChunk?: (c: { readonly index: number; readonly step: number; readonly chunk: Float32Array; readonly window: readonly Float64Array[] }) => void;
+  /** Called after every environment step with its 1-based number. */
+  readonly onStep?: (step: number, r: { readonly observation: Float64Array; readonly info: Readonly<Record<string, number | boolean | string>> }) => void;
 }
 
 export function runEpisode(env: Env, policy: DiffusionPolicy, opts: RunOptions): EpisodeResult {
@@ -52,8 +56,11 @@ export function runEpisode(env: Env, policy: DiffusionPolicy, opts: RunOptions):
     // occupy the chunk's first positions; pinning them keeps consecutive chunks continuous.
     const pin = (opts.pinExecuted ?? 0) > 0 && To > 1 && actions.length >= To - 1;
     const pinned = pin ? actions.slice(actions.length - (To - 1)) : undefined;
-    const { chunks, latencyMs } = policy.predictChunks([history.slice(-To)], { ...opts, seed: opts.seed * 100003 + chunkIndex++, pinned });
+    const window = history.slice(-To);
+    const { chunks, latencyMs } = policy.predictChunks([window], { ...opts, seed: opts.seed * 100003 + chunkIndex, pinned });
     latencies.push(latencyMs);
+    opts.onChunk?.({ index: chunkIndex, step: steps, chunk: chunks[0], window });
+    chunkIndex++;
     for (const a of policy.executable(chunks[0], opts.actionHorizon)) {
       const r = env.step(a);
       steps++;
@@ -65,6 +72,7 @@ export function runEpisode(env: Env, policy: DiffusionPolicy, opts: RunOptions):
       total += r.reward;
       maxReward = Math.max(maxReward, r.reward);
       info = r.info;
+      opts.onStep?.(steps, r);
       if (r.terminated) {
         success = true;
         break;
