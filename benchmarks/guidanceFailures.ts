@@ -10,16 +10,16 @@
  *
  *   npx tsx benchmarks/guidanceFailures.ts [--checkpoint models/arm-reach-policy] [--seed 8] [--episodes 30]
  *       [--guide obstacle:1] [--guide-mode gradient|projection] [--guide-iterations K] [--guide-max-step X]
- *       [--guide-substeps S] [--candidates 16] [--temperature 1] [--action-horizon Ta]
+ *       [--guide-substeps S] [--candidates 16] [--temperature 1] [--action-horizon Ta] [--novel-obstacles 1 (0: training scenes)]
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { parseArgs } from 'node:util';
 import { setBackend } from '../src/backend/backend.js';
 import { armClearance, type Obstacle } from '../domains/robotics/env/armReachKinematics.js';
 import { MAX_OBSTACLES, OBS_LAYOUT } from '../domains/robotics/env/armReachSpec.js';
-import { envForPolicy } from '../domains/robotics/envs.js';
+import { armActionMode, armMaxJointSpeed, envForPolicy } from '../domains/robotics/envs.js';
 import { evaluatePolicy } from '../domains/robotics/evaluate.js';
-import { ARM_DT, parseGuideSpec } from '../domains/robotics/guidance/index.js';
+import { ARM_DT, ARM_MAX_JOINT_SPEED, parseGuideSpec } from '../domains/robotics/guidance/index.js';
 import { DiffusionPolicy, GUIDE_MODES, type CostTerm, type GuideMode } from '../domains/robotics/policy/policy.js';
 
 const { values: o } = parseArgs({
@@ -35,6 +35,7 @@ const { values: o } = parseArgs({
     candidates: { type: 'string', default: '16' },
     temperature: { type: 'string', default: '1' },
     'action-horizon': { type: 'string' },
+    'novel-obstacles': { type: 'string', default: '1' },
   },
 });
 
@@ -68,7 +69,9 @@ function obstaclesOf(obs: Float64Array): Obstacle[] {
   return out;
 }
 
-/** Smallest clearance along the executed actions from joint angles q, at the instants and swept. */
+const speed = armMaxJointSpeed(policy.config) ?? ARM_MAX_JOINT_SPEED;
+
+/** Smallest clearance along the executed actions (clamped to the joint speed bound, as the environment does) from joint angles q, at the instants and swept. */
 function predictedClearance(q0: ArrayLike<number>, actions: readonly Float64Array[], obstacles: readonly Obstacle[]): { instants: number; swept: number } {
   const q = Array.from(q0);
   let instants = Infinity;
@@ -76,7 +79,7 @@ function predictedClearance(q0: ArrayLike<number>, actions: readonly Float64Arra
   for (const a of actions) {
     const start = [...q];
     for (let s = 1; s <= 10; s++) {
-      for (let j = 0; j < 3; j++) q[j] = start[j]! + (ARM_DT * a[j]! * s) / 10;
+      for (let j = 0; j < 3; j++) q[j] = start[j]! + (ARM_DT * Math.min(Math.max(a[j]!, -speed), speed) * s) / 10;
       const c = armClearance(q, obstacles);
       swept = Math.min(swept, c);
       if (s === 10) instants = Math.min(instants, c);
@@ -101,11 +104,11 @@ const contacts: Contact[] = [];
 const report = evaluatePolicy(env, policy, {
   episodes: num('episodes', o.episodes, true)!,
   seed: num('seed', o.seed, true)!,
-  novel: 1,
+  novel: num('novel-obstacles', o['novel-obstacles'], true),
   candidates: num('candidates', o.candidates, true),
   temperature: num('temperature', o.temperature),
   actionHorizon: Ta,
-  guidanceFor: (constraints) => parseGuideSpec(o.guide!, 'arm-reach', { constraints, ...guideOpts }),
+  guidanceFor: (constraints) => parseGuideSpec(o.guide!, 'arm-reach', { constraints, actionMode: armActionMode(policy.config), maxJointSpeed: armMaxJointSpeed(policy.config), ...guideOpts }),
   onEpisodeStart: (_i, e) => {
     guidance = e.guidance;
     touched = false;
@@ -148,6 +151,7 @@ const summary = {
   candidates: Number(o.candidates),
   temperature: Number(o.temperature),
   actionHorizon: Ta,
+  novelObstacles: Number(o['novel-obstacles']),
   successRate: report.successRate,
   contactEpisodes: contacts.length,
   timeoutEpisodes: timeouts,

@@ -11,7 +11,7 @@ import { collectDemos } from './expert/armReachExpert.js';
 import { collectCorrections } from './expert/corrections.js';
 import { readEpisodesMcap, writeEpisodesMcap, type EpisodeRecord } from './data/episodes.js';
 import { DEFAULT_PUSHT_ZARR, loadPushtDemos } from './data/pushtDemos.js';
-import { ENV_NAMES, armActionMode, envForPolicy } from './envs.js';
+import { ENV_NAMES, armActionMode, armMaxJointSpeed, envForPolicy } from './envs.js';
 import { evaluatePolicy, type Circle } from './evaluate.js';
 import { DEFAULT_POLICY, type DiffusionPolicyConfig } from './policy/config.js';
 import { DiffusionPolicy, GUIDE_MODES, type CostTerm } from './policy/policy.js';
@@ -305,8 +305,9 @@ async function robotEval(argv: string[]): Promise<number> {
   if (guideMaxStep !== undefined && !(guideMaxStep > 0)) throw new UsageError(`--guide-max-step: expected a number > 0, received '${String(o['guide-max-step'])}'`);
   const guideSubsteps = o['guide-substeps'] === undefined ? undefined : intOpt(o['guide-substeps'], 'guide-substeps', 1, 1);
   if (!spec && (guideMode ?? guideIterations ?? guideMaxStep ?? guideSubsteps) !== undefined) throw new UsageError('--guide-mode, --guide-iterations, --guide-max-step and --guide-substeps need --guide');
+  const armKin = envName === 'arm-reach' ? { actionMode: armActionMode(policy.config), maxJointSpeed: armMaxJointSpeed(policy.config) } : {};
   const guideOpts = { mode: guideMode, iterations: guideIterations, maxStep: guideMaxStep, substeps: guideSubsteps };
-  const guidanceFor = spec ? (constraints: readonly Circle[]): readonly CostTerm[] => parseGuideSpec(spec, envName, { constraints, actionMode: envName === 'arm-reach' ? armActionMode(policy.config) : undefined, ...guideOpts }) : undefined;
+  const guidanceFor = spec ? (constraints: readonly Circle[]): readonly CostTerm[] => parseGuideSpec(spec, envName, { constraints, ...armKin, ...guideOpts }) : undefined;
   if (spec) parseGuideSpec(spec, envName, { constraints: envName === 'pusht' ? [{ x: 0, y: 0, r: 1 }] : [], ...guideOpts }); // bad options fail before the first episode
   const episodes = intOpt(o.episodes, 'episodes', 50, 1);
   const temperature = temperatureOpt(o.temperature) ?? policy.config.temperature ?? 1;

@@ -30,6 +30,11 @@ export function armActionMode(config: { readonly envOptions?: Readonly<Record<st
   return armOptions(config.envOptions).actionMode ?? 'velocity';
 }
 
+/** The arm-reach joint speed bound (rad/s) a policy acts under (the environment's default unless its demonstrations set one). */
+export function armMaxJointSpeed(config: { readonly envOptions?: Readonly<Record<string, unknown>> }): number | undefined {
+  return armOptions(config.envOptions).maxJointSpeed;
+}
+
 /** The environment a policy acts in: its `env` with the options its demonstrations were recorded under. */
 export async function envForPolicy(config: { readonly env: string; readonly envOptions?: Readonly<Record<string, unknown>> }, opts: { seed?: number } = {}): Promise<Env> {
   if (config.env === 'pusht' && config.envOptions !== undefined && Object.keys(config.envOptions).length > 0) {

@@ -245,7 +245,7 @@ describe('armObstacleClearance', () => {
   const win = (obstacles: Circle[] = [obstacle]): Window => [armObs(q0, [0.2, 0.6], obstacles), armObs(q0, [0.2, 0.6], obstacles)];
   const towards = constant([1, 0, 0], TP); // base rotates up into the obstacle
   const away = constant([-1, 0, 0], TP);
-  const fold = constant([0, 2.5, 2.5], TP); // elbows fold up and back, over the obstacle
+  const fold = constant([0, 1.9, 1.9], TP); // elbows fold up and back, over the obstacle (within the 2 rad/s bound)
 
   /** Reference: exact capsule-circle distances on the float64 trajectory. */
   function reference(chunk: Chunk, obstacles: Circle[], m: number): { cost: number; minClearance: number } {
@@ -343,12 +343,26 @@ describe('armObstacleClearance', () => {
     }
   });
 
+  it('clamps velocity actions to the joint speed bound as the environment does; clamped entries get no gradient', () => {
+    const c = armObstacleClearance({ margin }); // default bound 2 rad/s
+    const over = constant([5, 0, 0], TP);
+    const at2 = constant([2, 0, 0], TP);
+    expect(evalCost(c, [over], [win()])[0]).toBeGreaterThan(0);
+    expect(evalCost(c, [over], [win()])[0]).toBeCloseTo(evalCost(c, [at2], [win()])[0]!, 6);
+    const g = gradient(c, [over], [win()]);
+    for (let k = 0; k < TP; k++) expect(g[k * 3]).toBe(0);
+    expect(gradient(c, [constant([1.5, 0, 0], TP)], [win()]).some((v) => v !== 0)).toBe(true);
+    // The tensor-op trajectory (goal, limits) clamps the same way.
+    const traj = tf.tidy(() => armJointTrajectory(tf.tensor3d([over]), { obs: [win()] }).arraySync()) as number[][][];
+    expect(traj[0]![TP - 1]![0]).toBeCloseTo(0.2 * (TP - TO + 1), 5);
+  });
+
   it('with substeps, sees a link swept through a small obstacle between two control instants', () => {
     // Base turns 0.5 rad per control step (5 rad/s): link 1 jumps over a thin obstacle at 0.25 rad.
     const small: Circle = { x: 0.3 * Math.cos(0.25), y: 0.3 * Math.sin(0.25), r: 0.01 };
     const fast = constant([5, 0, 0], TP);
     const w = win([small]);
-    const at = (S: number, m = 0): number => evalCost(armObstacleClearance({ margin: m, substeps: S }), [fast], [w])[0]!;
+    const at = (S: number, m = 0): number => evalCost(armObstacleClearance({ margin: m, substeps: S, maxJointSpeed: 10 }), [fast], [w])[0]!;
     expect(at(1)).toBe(0); // the poses at the control instants (0.5, 1.0, ... rad) all clear it
     expect(at(4)).toBeGreaterThan(0); // the pose at 0.25 rad is inside it
     // Substeps average per control period: a chunk standing still costs the same at any S.
@@ -364,6 +378,7 @@ describe('armObstacleClearance', () => {
     expect(posCost(1)).toBe(0);
     expect(posCost(2)).toBeGreaterThan(0); // halfway from q_t = 0 to 0.5 rad: 0.25 rad
     expect(() => armObstacleClearance({ margin, substeps: 0 })).toThrow(/substeps: expected >= 1/);
+    expect(() => armObstacleClearance({ margin, maxJointSpeed: 0 })).toThrow(/maxJointSpeed must be > 0/);
     expect(() => armObstacleClearance({ margin, substeps: 1.5 })).toThrow(/substeps: expected an integer/);
   });
 

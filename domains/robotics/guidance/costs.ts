@@ -13,8 +13,9 @@
  * obstacles, joint and workspace limits) only look at the steps k >= To - 1; smoothness spans
  * the whole chunk (continuity with the already executed actions).
  *
- * arm-reach kinematics along the chunk (velocity actions, rad/s, held for dt each):
- *   q_k = q_t + dt * sum_{j = To-1}^{k} a_j   for k >= To - 1,   q_k = q_t before;
+ * arm-reach kinematics along the chunk (velocity actions, rad/s, held for dt each, clamped to the
+ * environment's joint speed bound as the environment clamps them):
+ *   q_k = q_t + dt * sum_{j = To-1}^{k} clamp(a_j)   for k >= To - 1,   q_k = q_t before;
  * position actions (joint targets) are taken as the joint positions themselves.
  */
 import * as tf from '@tensorflow/tfjs-core';
@@ -45,7 +46,16 @@ export interface ArmKinematicsOptions {
   readonly dt?: number;
   /** 'velocity' (joint speeds, the default) or 'position' (absolute joint targets). */
   readonly actionMode?: ArmActionMode;
+  /**
+   * Velocity actions: the environment clamps each joint speed to +-maxJointSpeed (rad/s), so the
+   * trajectory model does too (no gradient flows through a clamped entry). Default
+   * ARM_MAX_JOINT_SPEED = 2, the environment's default.
+   */
+  readonly maxJointSpeed?: number;
 }
+
+/** arm-reach's default joint speed bound (rad/s), see ArmReachOptions.maxJointSpeed. */
+export const ARM_MAX_JOINT_SPEED = 2;
 
 /** Squared-distance regulariser of the smooth distance sqrt(d^2 + eps), per unit system. */
 const PUSHT_EPS = 1e-6; // px^2
@@ -113,11 +123,19 @@ function checkCircles(list: unknown, where: string): Circle[] {
   return list.map((c, i) => checkCircle(c, `${where}[${i}]`));
 }
 
-function checkArmKinematics(name: string, opts: ArmKinematicsOptions): { dt: number; mode: ArmActionMode } {
+interface ArmKinematics {
+  readonly dt: number;
+  readonly mode: ArmActionMode;
+  readonly maxSpeed: number;
+}
+
+function checkArmKinematics(name: string, opts: ArmKinematicsOptions): ArmKinematics {
   const dt = checkNumber(`${name}: dt`, opts.dt ?? ARM_DT);
   if (!(dt > 0)) fail(`${name}: dt must be > 0 seconds, received ${dt}`);
   const mode = checkOneOf(`${name}: actionMode`, opts.actionMode ?? 'velocity', ['velocity', 'position'] as const);
-  return { dt, mode };
+  const maxSpeed = checkNumber(`${name}: maxJointSpeed`, opts.maxJointSpeed ?? ARM_MAX_JOINT_SPEED);
+  if (!(maxSpeed > 0)) fail(`${name}: maxJointSpeed must be > 0 rad/s, received ${maxSpeed}`);
+  return { dt, mode, maxSpeed };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -287,6 +305,8 @@ export function armJointTrajectory(actions: tf.Tensor, ctx: { readonly obs: read
  */
 interface TrajectoryPlan {
   readonly rows: number;
+  /** Velocity actions are clamped to +-clamp before integration (Infinity: no clamp). */
+  readonly clamp: number;
   /** [B, R, Tp]. Velocity actions: dt for To_b - 1 <= j < k and dt * s / S at j = k. Position actions: linear interpolation between consecutive targets. */
   readonly m: Float32Array;
   /** [B, R]: weight of q_t (1 for velocity actions; 1 - s / S at k = To_b - 1 for position actions). */
@@ -297,7 +317,7 @@ interface TrajectoryPlan {
   readonly mask: Float32Array;
 }
 
-function planTrajectory(name: string, info: ChunkInfo, kin: { dt: number; mode: ArmActionMode }, substeps = 1): TrajectoryPlan {
+function planTrajectory(name: string, info: ChunkInfo, kin: ArmKinematics, substeps = 1): TrajectoryPlan {
   const { B, Tp } = info;
   const S = substeps;
   const R = Tp * S;
@@ -333,13 +353,14 @@ function planTrajectory(name: string, info: ChunkInfo, kin: { dt: number; mode: 
       }
     }
   });
-  return { rows: R, m, w0, q0, mask };
+  return { rows: R, m, w0, q0, mask, clamp: kin.mode === 'velocity' ? kin.maxSpeed : Infinity };
 }
 
 function jointTrajectory(actions: tf.Tensor, info: ChunkInfo, plan: TrajectoryPlan): tf.Tensor {
   const { B, Tp } = info;
   const base = tf.mul(tf.tensor3d(plan.w0, [B, plan.rows, 1]), tf.tensor3d(plan.q0, [B, 1, 3]));
-  return tf.add(base, tf.matMul(tf.tensor3d(plan.m, [B, plan.rows, Tp]), actions));
+  const a = Number.isFinite(plan.clamp) ? tf.clipByValue(actions, -plan.clamp, plan.clamp) : actions;
+  return tf.add(base, tf.matMul(tf.tensor3d(plan.m, [B, plan.rows, Tp]), a));
 }
 
 function planMask(info: ChunkInfo, plan: TrajectoryPlan): tf.Tensor2D {
@@ -423,6 +444,7 @@ export function armObstacleClearance(opts: ArmObstacleClearanceOptions): ChunkCo
  */
 function armObstacleCostAndGrad(a: Float32Array, B: number, Tp: number, plan: TrajectoryPlan, obstacles: readonly (readonly Circle[])[], reach: readonly (readonly number[])[]): { cost: Float32Array; grad: Float32Array } {
   const R = plan.rows;
+  const lim = plan.clamp;
   const cost = new Float32Array(B);
   const grad = new Float32Array(B * Tp * 3);
   const L = LINK_LENGTHS;
@@ -445,7 +467,7 @@ function armObstacleCostAndGrad(a: Float32Array, B: number, Tp: number, plan: Tr
         let v = w0 * plan.q0[b * 3 + j]!;
         for (let k = 0; k < Tp; k++) {
           const m = plan.m[row + k]!;
-          if (m !== 0) v += m * a[(b * Tp + k) * 3 + j]!;
+          if (m !== 0) v += m * Math.min(Math.max(a[(b * Tp + k) * 3 + j]!, -lim), lim);
         }
         q[j] = v;
       }
@@ -486,7 +508,10 @@ function armObstacleCostAndGrad(a: Float32Array, B: number, Tp: number, plan: Tr
       for (let k = 0; k < Tp; k++) {
         const m = plan.m[row + k]!;
         if (m === 0) continue;
-        for (let j = 0; j < 3; j++) grad[(b * Tp + k) * 3 + j] += m * gq[j]!;
+        for (let j = 0; j < 3; j++) {
+          const x = a[(b * Tp + k) * 3 + j]!;
+          if (x > -lim && x < lim) grad[(b * Tp + k) * 3 + j] += m * gq[j]!; // clamped entries do not move the arm
+        }
       }
     }
     cost[b] = total;
@@ -640,7 +665,7 @@ export function parseGuideSpec(spec: string, env: string, opts: GuideSpecOptions
 }
 
 function makeTerm(name: GuideTermName, env: string, opts: GuideSpecOptions): ChunkCost {
-  const kin: ArmKinematicsOptions = { dt: opts.dt, actionMode: opts.actionMode };
+  const kin: ArmKinematicsOptions = { dt: opts.dt, actionMode: opts.actionMode, maxJointSpeed: opts.maxJointSpeed };
   switch (name) {
     case 'smooth':
       return smoothness();

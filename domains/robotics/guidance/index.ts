@@ -1,6 +1,7 @@
 /** Differentiable action-chunk costs for guiding Diffusion Policy sampling, and the CLI spec parser. */
 export {
   ARM_DT,
+  ARM_MAX_JOINT_SPEED,
   DEFAULT_JOINT_LIMIT_MARGIN,
   DEFAULT_OBSTACLE_MARGIN,
   DEFAULT_REGION_MARGIN,
