@@ -47,6 +47,7 @@ const USAGE = `usage: scoreflow robot <subcommand> [options]
           [--novel-obstacles K] [--sampler S] [--steps N] [--candidates N] [--temperature X (default: the policy's)]
           [--action-horizon Ta] [--pin-executed] [--per-episode] [--json]
           [--guide-mode gradient|projection] [--guide-iterations K] [--guide-max-step X] [--guide-substeps S]
+          [--guide-margin M (clearance kept by 'region' in px, default 20, or 'obstacle' in m, default 0.03)]
           (--candidates N keeps the lowest-cost of N samples and needs diverse ones: pass --temperature 1 with it;
           --guide-mode projection moves each denoised chunk K Polyak steps towards zero constraint cost
           (obstacle / region / limits; each step at most X in normalised units), --guide-substeps S
@@ -287,7 +288,7 @@ async function robotEval(argv: string[]): Promise<number> {
       env: { type: 'string' }, checkpoint: { type: 'string' }, episodes: { type: 'string' }, seed: { type: 'string' }, guide: { type: 'string' },
       'novel-obstacles': { type: 'string' }, sampler: { type: 'string' }, steps: { type: 'string' }, candidates: { type: 'string' }, json: { type: 'boolean' },
       'pin-executed': { type: 'boolean' }, 'per-episode': { type: 'boolean' }, temperature: { type: 'string' }, 'action-horizon': { type: 'string' },
-      'guide-mode': { type: 'string' }, 'guide-iterations': { type: 'string' }, 'guide-max-step': { type: 'string' }, 'guide-substeps': { type: 'string' },
+      'guide-mode': { type: 'string' }, 'guide-iterations': { type: 'string' }, 'guide-max-step': { type: 'string' }, 'guide-substeps': { type: 'string' }, 'guide-margin': { type: 'string' },
     },
     USAGE,
   );
@@ -304,9 +305,12 @@ async function robotEval(argv: string[]): Promise<number> {
   const guideMaxStep = o['guide-max-step'] === undefined ? undefined : numOpt(o['guide-max-step'], 'guide-max-step', 1);
   if (guideMaxStep !== undefined && !(guideMaxStep > 0)) throw new UsageError(`--guide-max-step: expected a number > 0, received '${String(o['guide-max-step'])}'`);
   const guideSubsteps = o['guide-substeps'] === undefined ? undefined : intOpt(o['guide-substeps'], 'guide-substeps', 1, 1);
-  if (!spec && (guideMode ?? guideIterations ?? guideMaxStep ?? guideSubsteps) !== undefined) throw new UsageError('--guide-mode, --guide-iterations, --guide-max-step and --guide-substeps need --guide');
+  const guideMargin = o['guide-margin'] === undefined ? undefined : numOpt(o['guide-margin'], 'guide-margin', 0);
+  if (guideMargin !== undefined && !(guideMargin >= 0)) throw new UsageError(`--guide-margin: expected a number >= 0, received '${String(o['guide-margin'])}'`);
+  if (!spec && (guideMode ?? guideIterations ?? guideMaxStep ?? guideSubsteps ?? guideMargin) !== undefined) throw new UsageError('--guide-mode, --guide-iterations, --guide-max-step, --guide-substeps and --guide-margin need --guide');
+  const margins = guideMargin === undefined ? {} : envName === 'pusht' ? { regionMargin: guideMargin } : { obstacleMargin: guideMargin };
   const armKin = envName === 'arm-reach' ? { actionMode: armActionMode(policy.config), maxJointSpeed: armMaxJointSpeed(policy.config) } : {};
-  const guideOpts = { mode: guideMode, iterations: guideIterations, maxStep: guideMaxStep, substeps: guideSubsteps };
+  const guideOpts = { mode: guideMode, iterations: guideIterations, maxStep: guideMaxStep, substeps: guideSubsteps, ...margins };
   const guidanceFor = spec ? (constraints: readonly Circle[]): readonly CostTerm[] => parseGuideSpec(spec, envName, { constraints, ...armKin, ...guideOpts }) : undefined;
   if (spec) parseGuideSpec(spec, envName, { constraints: envName === 'pusht' ? [{ x: 0, y: 0, r: 1 }] : [], ...guideOpts }); // bad options fail before the first episode
   const episodes = intOpt(o.episodes, 'episodes', 50, 1);
@@ -331,7 +335,7 @@ async function robotEval(argv: string[]): Promise<number> {
     });
     bar.done();
     const { perEpisode, ...summary } = report;
-    const full = { event: 'eval', checkpoint: o.checkpoint, guide: spec ?? null, ...(spec ? { guideMode: guideMode ?? 'gradient', guideIterations, guideMaxStep, guideSubsteps } : {}), novel, temperature, actionHorizon: actionHorizon ?? policy.config.actionHorizon, ...summary, ...(o['per-episode'] ? { perEpisode } : {}) };
+    const full = { event: 'eval', checkpoint: o.checkpoint, guide: spec ?? null, ...(spec ? { guideMode: guideMode ?? 'gradient', guideIterations, guideMaxStep, guideSubsteps, guideMargin } : {}), novel, temperature, actionHorizon: actionHorizon ?? policy.config.actionHorizon, ...summary, ...(o['per-episode'] ? { perEpisode } : {}) };
     emit(json, full, JSON.stringify(full, null, 2));
   } finally {
     env.close();
