@@ -65,15 +65,16 @@ export function projectionGuidance(opts: ProjectionGuidanceOptions): DenoiserWra
       const m = scale * scheduleWeight(schedule, t, 'projectionGuidance: schedule');
       if (m === 0) return tf.tidy(() => den(x, t));
       const batch = x.shape[0];
-      if (batch !== checkedBatch) {
-        // Shape check outside any gradient tape (an error inside one would strand its tensors).
-        tf.tidy(() => {
-          violation(den(x, t), t, batch);
-        });
-        checkedBatch = batch;
-      }
       return tf.tidy(() => {
         let x0 = den(x, t);
+        if (batch !== checkedBatch) {
+          // Shape check on the denoised estimate, outside any gradient tape (an error inside one
+          // would strand its tensors); no second denoiser call.
+          tf.tidy(() => {
+            violation(x0, t, batch);
+          });
+          checkedBatch = batch;
+        }
         const bshape = [batch, ...Array(x0.rank - 1).fill(1)];
         for (let k = 0; k < iterations; k++) {
           let kept: tf.Tensor | undefined;
