@@ -42,6 +42,13 @@ describe('scoreflow CLI', () => {
       [['robot', 'eval', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--guide', 'region:1', '--guide-margin=-1'], /--guide-margin: expected a number >= 0, received '-1'/],
       [['robot', 'eval', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--guide', 'region:1', '--guide-max-step', '0'], /--guide-max-step: expected a number > 0/],
       [['robot', 'eval', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--guide', 'region:5', '--guide-mode', 'projection'], /Polyak step multiplier in \(0, 4\], received 5/],
+      // serve / bridge check their guidance against the policy before starting a worker or a socket.
+      [['robot', 'serve', '--env', 'pusht', '--port', '0', '--guide', 'region:1'], /'region' guidance needs forbidden circles/],
+      [['robot', 'serve', '--env', 'pusht', '--port', '0', '--guide', 'obstacle:1'], /'obstacle' guidance is not available for env 'pusht'/],
+      [['robot', 'serve', '--env', 'pusht', '--port', '0', '--candidates', '4'], /--candidates and --guide-regions need --guide/],
+      [['robot', 'serve', '--env', 'pusht', '--port', '0', '--guide', 'region:1', '--guide-regions', '100,200'], /--guide-regions: circle 1 '100,200' must be three numbers x,y,r/],
+      [['robot', 'bridge', '--stdio', '--env', 'arm-reach', '--guide', 'obstacle:1', '--guide-max-step', '0.3'], /maxStep only applies to mode 'projection'/],
+      [['robot', 'serve', '--env', 'arm-reach', '--port', '0', '--temperature', '11'], /--temperature: expected a number in \[0, 10\]/],
       [['robot', 'export', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--out', path.join(os.tmpdir(), 'sf-never'), '--temperature=-1'], /--temperature: expected a number >= 0/],
       [['robot', 'export', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--out', path.join(os.tmpdir(), 'sf-never'), '--temperature', 'warm'], /--temperature: expected a number, received 'warm'/],
       [['robot', 'export', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--out', path.join(os.tmpdir(), 'sf-never'), '--action-horizon', '16'], /--action-horizon: .*Ta = 16 must be <= Tp - To \+ 1 = 15/],

@@ -11,15 +11,15 @@ import { collectDemos } from './expert/armReachExpert.js';
 import { collectCorrections } from './expert/corrections.js';
 import { readEpisodesMcap, writeEpisodesMcap, type EpisodeRecord } from './data/episodes.js';
 import { DEFAULT_PUSHT_ZARR, loadPushtDemos } from './data/pushtDemos.js';
-import { ENV_NAMES, armActionMode, armMaxJointSpeed, envForPolicy } from './envs.js';
+import { ENV_NAMES, armActionMode, envForPolicy } from './envs.js';
 import { evaluatePolicy, type Circle } from './evaluate.js';
 import { DEFAULT_POLICY, type DiffusionPolicyConfig } from './policy/config.js';
-import { DiffusionPolicy, GUIDE_MODES, type CostTerm } from './policy/policy.js';
+import { DiffusionPolicy, type CostTerm } from './policy/policy.js';
 import { policyTrainer } from './policy/train.js';
 import { DEFAULT_DISTILL_SIGMA_DATA, policyDistiller } from './policy/distill.js';
 import type { Demo } from './policy/windows.js';
-// eslint-disable-next-line
-import { parseGuideSpec } from './guidance/index.js';
+import { GUIDE_ARG_OPTIONS, GUIDE_ARG_USAGE, guidanceFromArgs } from './guidance/args.js';
+import { checkGuidanceConfig, guidancePredictOptions } from './guidance/config.js';
 import { robotBridge, robotServe } from './serve/cli.js';
 
 const USAGE = `usage: scoreflow robot <subcommand> [options]
@@ -46,8 +46,7 @@ const USAGE = `usage: scoreflow robot <subcommand> [options]
   eval    --env E --checkpoint DIR [--episodes N] [--seed S] [--guide obstacle:2,smooth:0.1]
           [--novel-obstacles K] [--sampler S] [--steps N] [--candidates N] [--temperature X (default: the policy's)]
           [--action-horizon Ta] [--pin-executed] [--per-episode] [--json]
-          [--guide-mode gradient|projection] [--guide-iterations K] [--guide-max-step X] [--guide-substeps S]
-          [--guide-margin M (clearance kept by 'region' in px, default 20, or 'obstacle' in m, default 0.03)]
+          ${GUIDE_ARG_USAGE}
           (--candidates N keeps the lowest-cost of N samples and needs diverse ones: pass --temperature 1 with it;
           --guide-mode projection moves each denoised chunk K Polyak steps towards zero constraint cost
           (obstacle / region / limits; each step at most X in normalised units), --guide-substeps S
@@ -285,10 +284,10 @@ async function robotEval(argv: string[]): Promise<number> {
   const o = parse(
     argv,
     {
-      env: { type: 'string' }, checkpoint: { type: 'string' }, episodes: { type: 'string' }, seed: { type: 'string' }, guide: { type: 'string' },
+      env: { type: 'string' }, checkpoint: { type: 'string' }, episodes: { type: 'string' }, seed: { type: 'string' },
       'novel-obstacles': { type: 'string' }, sampler: { type: 'string' }, steps: { type: 'string' }, candidates: { type: 'string' }, json: { type: 'boolean' },
       'pin-executed': { type: 'boolean' }, 'per-episode': { type: 'boolean' }, temperature: { type: 'string' }, 'action-horizon': { type: 'string' },
-      'guide-mode': { type: 'string' }, 'guide-iterations': { type: 'string' }, 'guide-max-step': { type: 'string' }, 'guide-substeps': { type: 'string' }, 'guide-margin': { type: 'string' },
+      ...GUIDE_ARG_OPTIONS,
     },
     USAGE,
   );
@@ -299,20 +298,10 @@ async function robotEval(argv: string[]): Promise<number> {
   const policy = DiffusionPolicy.load(o.checkpoint, { env: envName });
   const env = await envForPolicy(policy.config);
   const novel = intOpt(o['novel-obstacles'], 'novel-obstacles', 0, 0);
-  const spec = typeof o.guide === 'string' ? o.guide : undefined;
-  const guideMode = o['guide-mode'] === undefined ? undefined : choiceOpt(o['guide-mode'], 'guide-mode', GUIDE_MODES, 'gradient');
-  const guideIterations = o['guide-iterations'] === undefined ? undefined : intOpt(o['guide-iterations'], 'guide-iterations', 3, 1);
-  const guideMaxStep = o['guide-max-step'] === undefined ? undefined : numOpt(o['guide-max-step'], 'guide-max-step', 1);
-  if (guideMaxStep !== undefined && !(guideMaxStep > 0)) throw new UsageError(`--guide-max-step: expected a number > 0, received '${String(o['guide-max-step'])}'`);
-  const guideSubsteps = o['guide-substeps'] === undefined ? undefined : intOpt(o['guide-substeps'], 'guide-substeps', 1, 1);
-  const guideMargin = o['guide-margin'] === undefined ? undefined : numOpt(o['guide-margin'], 'guide-margin', 0);
-  if (guideMargin !== undefined && !(guideMargin >= 0)) throw new UsageError(`--guide-margin: expected a number >= 0, received '${String(o['guide-margin'])}'`);
-  if (!spec && (guideMode ?? guideIterations ?? guideMaxStep ?? guideSubsteps ?? guideMargin) !== undefined) throw new UsageError('--guide-mode, --guide-iterations, --guide-max-step, --guide-substeps and --guide-margin need --guide');
-  const margins = guideMargin === undefined ? {} : envName === 'pusht' ? { regionMargin: guideMargin } : { obstacleMargin: guideMargin };
-  const armKin = envName === 'arm-reach' ? { actionMode: armActionMode(policy.config), maxJointSpeed: armMaxJointSpeed(policy.config) } : {};
-  const guideOpts = { mode: guideMode, iterations: guideIterations, maxStep: guideMaxStep, substeps: guideSubsteps, ...margins };
-  const guidanceFor = spec ? (constraints: readonly Circle[]): readonly CostTerm[] => parseGuideSpec(spec, envName, { constraints, ...armKin, ...guideOpts }) : undefined;
-  if (spec) parseGuideSpec(spec, envName, { constraints: envName === 'pusht' ? [{ x: 0, y: 0, r: 1 }] : [], ...guideOpts }); // bad options fail before the first episode
+  const guideArgs = guidanceFromArgs(o);
+  // Bad options fail before the first episode; the forbidden circles are drawn per episode.
+  const guidance = guideArgs ? checkGuidanceConfig(guideArgs, policy.config, { constraintsLater: true }) : undefined;
+  const guidanceFor = guidance ? (constraints: readonly Circle[]): readonly CostTerm[] => guidancePredictOptions(guidance, policy.config, constraints).guidance! : undefined;
   const episodes = intOpt(o.episodes, 'episodes', 50, 1);
   const temperature = temperatureOpt(o.temperature) ?? policy.config.temperature ?? 1;
   const maxTa = policy.config.predHorizon - policy.config.obsHorizon + 1;
@@ -335,7 +324,7 @@ async function robotEval(argv: string[]): Promise<number> {
     });
     bar.done();
     const { perEpisode, ...summary } = report;
-    const full = { event: 'eval', checkpoint: o.checkpoint, guide: spec ?? null, ...(spec ? { guideMode: guideMode ?? 'gradient', guideIterations, guideMaxStep, guideSubsteps, guideMargin } : {}), novel, temperature, actionHorizon: actionHorizon ?? policy.config.actionHorizon, ...summary, ...(o['per-episode'] ? { perEpisode } : {}) };
+    const full = { event: 'eval', checkpoint: o.checkpoint, guide: guidance?.spec ?? null, ...(guidance ? { guideMode: guidance.mode ?? 'gradient', guideIterations: guidance.iterations, guideMaxStep: guidance.maxStep, guideSubsteps: guidance.substeps, guideMargin: guidance.margin } : {}), novel, temperature, actionHorizon: actionHorizon ?? policy.config.actionHorizon, ...summary, ...(o['per-episode'] ? { perEpisode } : {}) };
     emit(json, full, JSON.stringify(full, null, 2));
   } finally {
     env.close();

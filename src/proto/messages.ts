@@ -204,6 +204,8 @@ export interface PolicyInfoProtoInit {
   samplingSteps?: number;
   maxMessageBytes?: number;
   maxSessions?: number;
+  guidance?: string;
+  samplingTemperature?: number;
 }
 export interface PolicyInfoProto {
   policyId: string;
@@ -220,6 +222,8 @@ export interface PolicyInfoProto {
   samplingSteps: number;
   maxMessageBytes: number;
   maxSessions: number;
+  guidance: string;
+  samplingTemperature: number;
 }
 
 /** scoreflow.v1.ResetRequest */

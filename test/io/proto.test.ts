@@ -68,6 +68,8 @@ const policyInfo: Required<PolicyInfoProtoInit> = {
   samplingSteps: 10,
   maxMessageBytes: 1 << 20,
   maxSessions: 64,
+  guidance: '{"spec":"region:1","mode":"projection"}',
+  samplingTemperature: 0.8,
 };
 const FULL: Record<ProtoTypeName, object> = {
   'scoreflow.v1.StreamError': { code: 'INVALID_ARGUMENT', message: 'state has 3 values, expected 5' },

@@ -18,6 +18,8 @@ export const FAKE_INFO: EngineInfo = {
   controlRateHz: 10,
   sampler: 'ddim',
   samplingSteps: 10,
+  temperature: 1,
+  guidance: '',
 };
 
 /**

@@ -41,7 +41,8 @@
  *
  * - **When to request.** At most one request is in flight. The next chunk is requested, with the
  *   freshest observation, as soon as the time left until the end of the active chunk's
- *   executable part (row `currentRow + actionHorizon - 1`) is below `requestLeadMs`, or when
+ *   executable part (the period of row `currentRow + actionHorizon - 1`, which ends at the time of
+ *   the row after it) is below `requestLeadMs`, or when
  *   there is no usable chunk. The check runs at every tick, when an observation arrives and when
  *   a chunk or error arrives. Default lead: 1.5 x the p90 of the last 32 round-trip latencies
  *   plus one policy row (before the first measurement the latency is assumed to be one row),
@@ -51,9 +52,11 @@
  * - **Observations (backpressure).** The loop keeps one pending observation, never a queue. The
  *   policy sees every observation it is given once and in order: the one a request is made with
  *   goes to `requestChunk`, and an observation that is superseded before being used goes to
- *   `policy.observe()` only if it is at least `observeIntervalMs` (default: one policy row,
- *   the spacing of Diffusion Policy's observation history) after the last observation the policy
- *   received; otherwise it is dropped. A pending observation older than `maxObservationAgeMs`
+ *   `policy.observe()` only if it is the one nearest to `observeIntervalMs` (default: one policy
+ *   row, the spacing of Diffusion Policy's observation history) after the last observation the
+ *   policy received: at least that interval after it, or short of it by no more than its
+ *   successor overshoots it (and at least half of it), so timer jitter never drops a row;
+ *   otherwise it is dropped. A pending observation older than `maxObservationAgeMs`
  *   when a request is due is dropped as stale ('observation-stale') and the loop waits for a
  *   fresher one. Observations with a wrong state length, non-finite values, a non-increasing seq
  *   or a decreasing time are dropped ('observation-invalid'); none of this stops the loop.
@@ -577,7 +580,14 @@ class Loop {
     this.lastObsTimeMs = obs.timeMs;
     const superseded = this.pending;
     if (superseded !== null) {
-      if (superseded.timeMs - this.lastForwardedMs >= this.o.observeIntervalMs) this.forward(superseded);
+      // Forward the observation nearest to one interval after the last one the policy saw: at
+      // least the interval, or short of it by no more than the new one overshoots it (so an
+      // observation 99.9 ms after the last one, with the next 100 ms later, still counts as one
+      // row; dropping it would give the policy a history two rows apart).
+      const target = this.o.observeIntervalMs;
+      const gap = superseded.timeMs - this.lastForwardedMs;
+      const nextGap = obs.timeMs - this.lastForwardedMs;
+      if (gap >= target || (gap >= target / 2 && target - gap <= nextGap - target)) this.forward(superseded);
       else this.observationsDropped++;
     }
     this.pending = obs;

@@ -22,7 +22,11 @@ export class ChunkTrajectory implements ActionTrajectory {
   readonly dtMs: number;
   readonly rowCount: number;
   readonly endMs: number;
-  /** End of the executable part: row `currentRow + actionHorizon - 1` (clamped to the last row). */
+  /**
+   * End of the executable part: the end of the period of row `currentRow + actionHorizon - 1`,
+   * i.e. the time of the first row after it (clamped to the last row). A row is held for one
+   * period like a robot command, so Ta executable rows span Ta periods, not Ta - 1.
+   */
   readonly execEndMs: number;
   /** Seq of the observation the chunk was computed from. */
   readonly obsSeq: number;
@@ -42,7 +46,7 @@ export class ChunkTrajectory implements ActionTrajectory {
     this.rows = new Float64Array(this.rowCount * dim);
     chunk.actions.forEach((row, k) => this.rows.set(row, k * dim));
     this.endMs = this.startMs + (this.rowCount - 1) * this.dtMs;
-    this.execEndMs = this.startMs + Math.min(this.rowCount - 1, lastExecRow) * this.dtMs;
+    this.execEndMs = this.startMs + Math.min(this.rowCount - 1, lastExecRow + 1) * this.dtMs;
   }
 
   valueAt(tMs: number, out: Float64Array): void {

@@ -14,7 +14,7 @@ import { buildNetwork, releaseNetwork, type ModelSpec } from '../../../src/nn/re
 import { pathFromSpec, type NoisePath } from '../../../src/path/index.js';
 import { Rng } from '../../../src/rng/rng.js';
 import { sample, type SamplerName } from '../../../src/sample/registry.js';
-import { loadCheckpoint, saveCheckpoint } from '../../../src/train/checkpoint.js';
+import { loadCheckpoint, readCheckpointMeta, saveCheckpoint } from '../../../src/train/checkpoint.js';
 import { consistencyDenoiser, consistencyParam, type ConsistencyParam } from '../../../src/loss/consistencyParam.js';
 import { checkNumber, checkOneOf, fail } from '../../../src/util/validate.js';
 import '../model/temporalUnet.js';
@@ -135,6 +135,20 @@ export class DiffusionPolicy {
       store.dispose();
       throw err;
     }
+  }
+
+  /**
+   * A policy checkpoint's config without loading its weights (e.g. to check options against it
+   * before starting a worker). `env` guards against another environment's checkpoint.
+   */
+  static readConfig(dir: string, opts: { env?: string } = {}): DiffusionPolicyConfig {
+    const meta = readCheckpointMeta(dir);
+    const want = opts.env ? POLICY_TASK_PREFIX + opts.env : POLICY_TASK_PREFIX;
+    if (opts.env ? meta.task !== want : !meta.task.startsWith(want)) fail(`checkpoint '${dir}': task is '${meta.task}', expected '${want}${opts.env ? '' : '<env>'}'`);
+    const extra = meta.extra as { policy?: DiffusionPolicyConfig } | undefined;
+    if (!extra?.policy) fail(`checkpoint '${dir}': no policy config`);
+    validatePolicyConfig(extra.policy);
+    return extra.policy;
   }
 
   get horizon(): { obs: number; pred: number; action: number } {

@@ -2,11 +2,14 @@
 import { existsSync } from 'node:fs';
 import * as nodePath from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { choiceOpt, intOpt, parse, type OptionSpec } from '../../../src/cli/args.js';
+import { choiceOpt, intOpt, numOpt, parse, type OptionSpec } from '../../../src/cli/args.js';
 import { UsageError } from '../../../src/cli/errors.js';
 import { SAMPLER_NAMES, type SamplerName } from '../../../src/sample/registry.js';
 import { LiveView } from '../../../src/stream/liveView.js';
 import { ENV_NAMES } from '../envs.js';
+import { circlesArg, GUIDE_ARG_OPTIONS, GUIDE_ARG_USAGE, guidanceFromArgs } from '../guidance/args.js';
+import { checkGuidanceConfig } from '../guidance/config.js';
+import { DiffusionPolicy } from '../policy/policy.js';
 import { BridgeServer, serveBridgeStream } from './bridge.js';
 import { WorkerEngine } from './engine.js';
 import { PolicyServer } from './grpcServer.js';
@@ -14,8 +17,11 @@ import { PolicyHost } from './host.js';
 
 export const SERVE_USAGE = `usage: scoreflow robot serve [--checkpoint DIR | --env E] [--port P] [--host H] [--tcp-port P]
           [--live-view-port P] [--max-sessions N] [--max-batch N] [--max-message-bytes N]
-          [--sampler S] [--steps N] [--json]
-       serve PolicyService over gRPC (and optionally the TCP bridge and a Foxglove live view)
+          [--sampler S] [--steps N] [--temperature X] [--json]
+          [--guide SPEC [--candidates N] [--guide-regions 'x,y,r;...'] ${GUIDE_ARG_USAGE}]
+       serve PolicyService over gRPC (and optionally the TCP bridge and a Foxglove live view);
+       --guide steers every chunk with the same costs as 'robot eval --guide' (arm-reach obstacles
+       come from each observation; Push-T 'region' needs --guide-regions, circles in pixels)
        scoreflow robot bridge --stdio [--checkpoint DIR | --env E] [...]
        one policy session over stdin/stdout with length-delimited frames`;
 
@@ -42,6 +48,10 @@ const OPTIONS: OptionSpec = {
   'max-message-bytes': { type: 'string' },
   sampler: { type: 'string' },
   steps: { type: 'string' },
+  temperature: { type: 'string' },
+  candidates: { type: 'string' },
+  'guide-regions': { type: 'string' },
+  ...GUIDE_ARG_OPTIONS,
   stdio: { type: 'boolean' },
   json: { type: 'boolean' },
 };
@@ -51,7 +61,15 @@ async function startHost(o: Record<string, string | boolean | undefined>): Promi
   const checkpoint = typeof o.checkpoint === 'string' ? o.checkpoint : shippedPolicyDir(env ?? 'pusht');
   const sampler = o.sampler === undefined ? undefined : (choiceOpt(o.sampler, 'sampler', SAMPLER_NAMES, 'ddim') as SamplerName);
   const steps = o.steps === undefined ? undefined : intOpt(o.steps, 'steps', 10, 1);
-  const engine = await WorkerEngine.start({ checkpoint, env, sampler, steps });
+  const temperature = o.temperature === undefined ? undefined : numOpt(o.temperature, 'temperature', 1);
+  if (temperature !== undefined && !(temperature >= 0 && temperature <= 10)) throw new UsageError(`--temperature: expected a number in [0, 10], received '${String(o.temperature)}'`);
+  const candidates = o.candidates === undefined ? undefined : intOpt(o.candidates, 'candidates', 1, 1);
+  const regions = circlesArg(o['guide-regions'], 'guide-regions');
+  const guideArgs = guidanceFromArgs(o, { candidates, constraints: regions });
+  if (!guideArgs && (candidates !== undefined || regions !== undefined)) throw new UsageError('--candidates and --guide-regions need --guide');
+  // Check the guidance against the policy here, so a bad setting is one clear line, not a worker failure.
+  const guidance = guideArgs ? checkGuidanceConfig(guideArgs, DiffusionPolicy.readConfig(checkpoint, { env })) : undefined;
+  const engine = await WorkerEngine.start({ checkpoint, env, sampler, steps, temperature, guidance });
   return new PolicyHost(engine, {
     maxSessions: intOpt(o['max-sessions'], 'max-sessions', 64, 1),
     maxBatch: intOpt(o['max-batch'], 'max-batch', 16, 1),
@@ -92,6 +110,7 @@ export async function robotServe(argv: string[]): Promise<number> {
     policyId: host.info.policyId,
     modelVersion: host.info.modelVersion,
     env: host.info.env,
+    guidance: host.info.guidance || null,
   };
   process.stdout.write(
     json
@@ -99,6 +118,7 @@ export async function robotServe(argv: string[]): Promise<number> {
       : `serving ${host.info.env} policy ${host.info.modelVersion} on grpc ${server.address}` +
           (bridge ? `, tcp ${bindHost}:${bridge.port}` : '') +
           (live ? `, live view ${live.url}` : '') +
+          (host.info.guidance ? `, guided by ${host.info.guidance}` : '') +
           ' (Ctrl-C to stop)\n',
   );
   const sig = await waitForSignal();

@@ -18,7 +18,8 @@ import type { BackendName } from '../../../src/backend/backend.js';
 import { startModuleWorker } from '../../../src/util/moduleWorker.js';
 import { checkNumber, fail } from '../../../src/util/validate.js';
 import type { BoxSpec } from '../env/types.js';
-import type { DiffusionPolicy } from '../policy/policy.js';
+import type { DiffusionPolicy, PredictOptions } from '../policy/policy.js';
+import { checkGuidanceConfig, describeGuidance, guidancePredictOptions, type GuidanceConfig } from '../guidance/config.js';
 import type { SamplerName } from '../../../src/sample/registry.js';
 
 export interface EngineInfo {
@@ -41,6 +42,10 @@ export interface EngineInfo {
   readonly controlRateHz: number;
   readonly sampler: string;
   readonly samplingSteps: number;
+  /** Starting-noise scale of the sampler. */
+  readonly temperature: number;
+  /** The guidance setting as JSON (describeGuidance); '' when unguided. */
+  readonly guidance: string;
 }
 
 export interface EngineResult {
@@ -60,6 +65,27 @@ export interface InferenceEngine {
 export interface SamplingOverride {
   readonly sampler?: SamplerName;
   readonly steps?: number;
+  /** Starting-noise scale (default: the policy's stored temperature). */
+  readonly temperature?: number;
+  /** Reward / constraint guidance on every chunk (checked against the policy when the engine starts). */
+  readonly guidance?: GuidanceConfig;
+}
+
+/**
+ * The options every chunk of an engine is predicted with: its sampling override and, when
+ * guided, the cost terms built once from the setting (the terms read each window's own
+ * observation, e.g. arm-reach's obstacles).
+ */
+export function enginePredictOptions(policy: DiffusionPolicy, sampling: SamplingOverride): Omit<PredictOptions, 'seed'> {
+  if (sampling.steps !== undefined) checkNumber('steps', sampling.steps, { integer: true, min: 1, max: 1000 });
+  if (sampling.temperature !== undefined) checkNumber('temperature', sampling.temperature, { min: 0, max: 10 });
+  const guidance = sampling.guidance === undefined ? undefined : checkGuidanceConfig(sampling.guidance, policy.config);
+  return {
+    sampler: sampling.sampler,
+    steps: sampling.steps,
+    temperature: sampling.temperature,
+    ...(guidance ? guidancePredictOptions(guidance, policy.config) : {}),
+  };
 }
 
 /** Facts a client needs, from a loaded policy and its environment's observation spec. */
@@ -83,6 +109,8 @@ export function engineInfo(policy: DiffusionPolicy, spec: BoxSpec, dt: number, i
     controlRateHz: 1 / dt,
     sampler: sampling.sampler ?? c.sampler,
     samplingSteps: sampling.steps ?? c.samplingSteps,
+    temperature: sampling.temperature ?? c.temperature ?? 1,
+    guidance: describeGuidance(sampling.guidance),
   };
 }
 
@@ -117,19 +145,21 @@ function checkWindows(info: EngineInfo, windows: readonly (readonly Float64Array
 /** Runs a loaded policy on the calling thread. */
 export class InlineEngine implements InferenceEngine {
   readonly info: EngineInfo;
+  private readonly predictOpts: Omit<PredictOptions, 'seed'>;
   constructor(
     private readonly policy: DiffusionPolicy,
     spec: BoxSpec,
     dt: number,
-    private readonly sampling: SamplingOverride = {},
+    sampling: SamplingOverride = {},
     ids: { policyId?: string; modelVersion?: string } = {},
   ) {
+    this.predictOpts = enginePredictOptions(policy, sampling);
     this.info = engineInfo(policy, spec, dt, { policyId: ids.policyId ?? policy.config.env, modelVersion: ids.modelVersion ?? 'in-memory' }, sampling);
   }
 
   async predict(windows: readonly (readonly Float64Array[])[], seed: number): Promise<EngineResult> {
     checkWindows(this.info, windows);
-    const r = this.policy.predictChunks(windows, { seed, sampler: this.sampling.sampler, steps: this.sampling.steps });
+    const r = this.policy.predictChunks(windows, { ...this.predictOpts, seed });
     return { chunks: r.chunks.map((c) => trimChunk(c, this.info.obsHorizon, this.info.actionDim)), latencyMs: r.latencyMs };
   }
 
@@ -177,6 +207,7 @@ export class WorkerEngine implements InferenceEngine {
   static async start(opts: WorkerEngineOptions): Promise<WorkerEngine> {
     if (!opts || typeof opts.checkpoint !== 'string' || opts.checkpoint.length === 0) fail('WorkerEngine.start: checkpoint must be a directory path');
     if (opts.steps !== undefined) checkNumber('steps', opts.steps, { integer: true, min: 1, max: 1000 });
+    if (opts.temperature !== undefined) checkNumber('temperature', opts.temperature, { min: 0, max: 10 });
     const modelVersion = checkpointDigest(opts.checkpoint);
     const engine = new WorkerEngine(opts, undefined as unknown as EngineInfo);
     await engine.spawn(modelVersion);

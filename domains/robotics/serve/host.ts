@@ -137,6 +137,8 @@ export class PolicyHost {
       samplingSteps: i.samplingSteps,
       maxMessageBytes: this.maxMessageBytes,
       maxSessions: this.maxSessions,
+      guidance: i.guidance,
+      samplingTemperature: i.temperature,
     };
   }
 
