@@ -4,9 +4,11 @@
  * once unguided and once with `--guide` (the obstacles come from each observation). Reports
  * finished episodes, successes, collision episodes, chunk round trips and deadline misses.
  *   npx tsx benchmarks/guidedServe.ts [--seconds 120] [--seed 1000] [--rate-hz 50]
- *     [--guide obstacle:1 --guide-mode projection --guide-max-step 0.3 --guide-substeps 4
- *      --candidates 16 --temperature 1] [--out FILE]
- * Without --guide it uses the setting in the line above (the one picked for novel obstacles).
+ *     [--guide obstacle:1 --guide-mode projection --guide-max-step 0.3 --guide-substeps 4]
+ *     [--candidates N] [--temperature T] [--out FILE]
+ * Without --guide it uses the setting in the line above, one candidate at the policy's stored
+ * temperature (16 candidates at temperature 1, the novel-obstacle setting of `robot eval`, switch
+ * detour sides from chunk to chunk when replanning every ~2 rows, and collide more).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -36,8 +38,8 @@ if (!(seconds > 0) || !(rateHz > 0)) throw new Error('--seconds and --rate-hz mu
 const checkpoint = shippedPolicyDir('arm-reach');
 const config = DiffusionPolicy.readConfig(checkpoint, { env: 'arm-reach' });
 const fromArgs = guidanceFromArgs(o, { candidates: o.candidates === undefined ? undefined : intOpt(o.candidates, 'candidates', 1, 1) });
-const guidance: GuidanceConfig = checkGuidanceConfig(fromArgs ?? { spec: 'obstacle:1', mode: 'projection', maxStep: 0.3, substeps: 4, candidates: 16 }, config);
-const guidedTemperature = o.temperature === undefined ? (fromArgs ? undefined : 1) : numOpt(o.temperature, 'temperature', 1);
+const guidance: GuidanceConfig = checkGuidanceConfig(fromArgs ?? { spec: 'obstacle:1', mode: 'projection', maxStep: 0.3, substeps: 4 }, config);
+const guidedTemperature = o.temperature === undefined ? undefined : numOpt(o.temperature, 'temperature', 1);
 
 async function drive(sampling: SamplingOverride): Promise<DriveResult & { guidance: string; temperature: number }> {
   const engine = await WorkerEngine.start({ checkpoint, env: 'arm-reach', ...sampling });
