@@ -20,7 +20,7 @@ import { DEFAULT_DISTILL_SIGMA_DATA, policyDistiller } from './policy/distill.js
 import type { Demo } from './policy/windows.js';
 import { GUIDE_ARG_OPTIONS, GUIDE_ARG_USAGE, guidanceFromArgs } from './guidance/args.js';
 import { checkGuidanceConfig, guidancePredictOptions } from './guidance/config.js';
-import { robotBridge, robotServe } from './serve/cli.js';
+import { robotBridge, robotDrive, robotServe } from './serve/cli.js';
 
 const USAGE = `usage: scoreflow robot <subcommand> [options]
   import  --zarr PATH [--out FILE.mcap]            Diffusion Policy replay buffer -> episode MCAP
@@ -53,7 +53,9 @@ const USAGE = `usage: scoreflow robot <subcommand> [options]
           checks arm-reach obstacles at S poses per control period)
   serve   [--checkpoint DIR | --env E] [--port P] [--tcp-port P] [--live-view-port P] [--json]
           PolicyService over gRPC (see 'robot serve --help')
-  bridge  --stdio [--checkpoint DIR | --env E]    one policy session over stdin/stdout frames`;
+  bridge  --stdio [--checkpoint DIR | --env E]    one policy session over stdin/stdout frames
+  drive   [--checkpoint DIR | --env E] [--seconds S] [--seed N] [--guide ...] [--json]
+          the environment in real time through the served policy and the control loop`;
 
 export async function runRobot(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
@@ -74,6 +76,8 @@ export async function runRobot(argv: string[]): Promise<number> {
       return robotServe(rest);
     case 'bridge':
       return robotBridge(rest);
+    case 'drive':
+      return robotDrive(rest);
     case undefined:
     case '--help':
     case 'help':

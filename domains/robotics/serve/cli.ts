@@ -6,7 +6,8 @@ import { choiceOpt, intOpt, numOpt, parse, type OptionSpec } from '../../../src/
 import { UsageError } from '../../../src/cli/errors.js';
 import { SAMPLER_NAMES, type SamplerName } from '../../../src/sample/registry.js';
 import { LiveView } from '../../../src/stream/liveView.js';
-import { ENV_NAMES } from '../envs.js';
+import { driveEnv } from '../control/drive.js';
+import { ENV_NAMES, envForPolicy } from '../envs.js';
 import { circlesArg, GUIDE_ARG_OPTIONS, GUIDE_ARG_USAGE, guidanceFromArgs } from '../guidance/args.js';
 import { checkGuidanceConfig } from '../guidance/config.js';
 import { DiffusionPolicy } from '../policy/policy.js';
@@ -14,6 +15,7 @@ import { BridgeServer, serveBridgeStream } from './bridge.js';
 import { WorkerEngine } from './engine.js';
 import { PolicyServer } from './grpcServer.js';
 import { PolicyHost } from './host.js';
+import { LocalPolicy } from './localPolicy.js';
 
 export const SERVE_USAGE = `usage: scoreflow robot serve [--checkpoint DIR | --env E] [--port P] [--host H] [--tcp-port P]
           [--live-view-port P] [--max-sessions N] [--max-batch N] [--max-message-bytes N]
@@ -23,7 +25,11 @@ export const SERVE_USAGE = `usage: scoreflow robot serve [--checkpoint DIR | --e
        --guide steers every chunk with the same costs as 'robot eval --guide' (arm-reach obstacles
        come from each observation; Push-T 'region' needs --guide-regions, circles in pixels)
        scoreflow robot bridge --stdio [--checkpoint DIR | --env E] [...]
-       one policy session over stdin/stdout with length-delimited frames`;
+       one policy session over stdin/stdout with length-delimited frames
+       scoreflow robot drive [--checkpoint DIR | --env E] [--seconds S] [--seed N] [--rate-hz R]
+          [--blend-ms MS] [sampling and --guide options as for serve] [--json]
+       run the environment in real time through the same served policy (worker thread) and the
+       RxJS control loop, one loop per episode; prints episodes, successes, collisions, latency`;
 
 /** The committed model for an environment: models/<env>-policy at the package root. */
 export function shippedPolicyDir(env: string): string {
@@ -54,6 +60,14 @@ const OPTIONS: OptionSpec = {
   ...GUIDE_ARG_OPTIONS,
   stdio: { type: 'boolean' },
   json: { type: 'boolean' },
+};
+
+const DRIVE_OPTIONS: OptionSpec = {
+  ...OPTIONS,
+  seconds: { type: 'string' },
+  seed: { type: 'string' },
+  'rate-hz': { type: 'string' },
+  'blend-ms': { type: 'string' },
 };
 
 async function startHost(o: Record<string, string | boolean | undefined>): Promise<PolicyHost> {
@@ -128,6 +142,38 @@ export async function robotServe(argv: string[]): Promise<number> {
   await host.engine.close();
   const stats = host.stats();
   process.stdout.write(json ? JSON.stringify({ event: 'stopped', signal: sig, ...stats }) + '\n' : `stopped (${sig}): ${stats.chunks} chunks to ${stats.sessionsOpened} sessions\n`);
+  return 0;
+}
+
+export async function robotDrive(argv: string[]): Promise<number> {
+  const o = parse(argv, DRIVE_OPTIONS, SERVE_USAGE);
+  for (const k of ['port', 'host', 'tcp-port', 'live-view-port', 'stdio']) if (o[k] !== undefined) throw new UsageError(`--${k}: drive serves in-process only`);
+  const seconds = numOpt(o.seconds, 'seconds', 60);
+  if (!(seconds >= 1 && seconds <= 86400)) throw new UsageError(`--seconds: expected a number in [1, 86400], received '${String(o.seconds)}'`);
+  const seed = intOpt(o.seed, 'seed', 0, 0);
+  const rateHz = numOpt(o['rate-hz'], 'rate-hz', 50);
+  if (!(rateHz > 0 && rateHz <= 1000)) throw new UsageError(`--rate-hz: expected a number in (0, 1000], received '${String(o['rate-hz'])}'`);
+  const blendMs = o['blend-ms'] === undefined ? undefined : numOpt(o['blend-ms'], 'blend-ms', 0);
+  if (blendMs !== undefined && !(blendMs >= 0)) throw new UsageError(`--blend-ms: expected a number >= 0, received '${String(o['blend-ms'])}'`);
+  const host = await startHost(o);
+  const policy = new LocalPolicy(host);
+  const checkpoint = typeof o.checkpoint === 'string' ? o.checkpoint : shippedPolicyDir(host.info.env);
+  const env = await envForPolicy(DiffusionPolicy.readConfig(checkpoint, { env: host.info.env }));
+  try {
+    const r = await driveEnv(env, policy, { rateHz, seconds, seed, ...(blendMs === undefined ? {} : { blendMs }) });
+    const out = { event: 'drive', env: host.info.env, modelVersion: host.info.modelVersion, sampler: `${host.info.sampler}@${host.info.samplingSteps}`, temperature: host.info.temperature, guidance: host.info.guidance || null, seed, rateHz, ...r };
+    process.stdout.write(
+      o.json
+        ? JSON.stringify(out) + '\n'
+        : `${r.episodesFinished} episodes in ${seconds} s: ${r.successes} succeeded, ${r.episodesWithCollisions} with collisions; ` +
+            `${r.achievedRateHz} Hz, ${r.deadlineMisses} deadline misses, ${r.safeStops} safe stops; chunk round trip p50 ${r.inferenceP50Ms} / p99 ${r.inferenceP99Ms} ms\n`,
+    );
+  } finally {
+    await policy.close();
+    host.close();
+    env.close();
+    await host.engine.close();
+  }
   return 0;
 }
 
