@@ -50,6 +50,7 @@ describe('scoreflow CLI', () => {
       [['robot', 'bridge', '--stdio', '--env', 'arm-reach', '--guide', 'obstacle:1', '--guide-max-step', '0.3'], /maxStep only applies to mode 'projection'/],
       [['robot', 'serve', '--env', 'arm-reach', '--port', '0', '--temperature', '11'], /--temperature: expected a number in \[0, 10\]/],
       [['robot', 'drive', '--env', 'arm-reach', '--port', '50051'], /--port: drive serves in-process only/],
+      [['robot', 'eval', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--guide', 'region:1', '--guide-region-model', 'pd'], /--guide-region-model: unknown value 'pd' \(expected one of targets, path\)/],
       [['robot', 'drive', '--env', 'arm-reach', '--seconds', '0'], /--seconds: expected a number in \[1, 86400\]/],
       [['robot', 'export', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--out', path.join(os.tmpdir(), 'sf-never'), '--temperature=-1'], /--temperature: expected a number >= 0/],
       [['robot', 'export', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--out', path.join(os.tmpdir(), 'sf-never'), '--temperature', 'warm'], /--temperature: expected a number, received 'warm'/],

@@ -328,7 +328,7 @@ async function robotEval(argv: string[]): Promise<number> {
     });
     bar.done();
     const { perEpisode, ...summary } = report;
-    const full = { event: 'eval', checkpoint: o.checkpoint, guide: guidance?.spec ?? null, ...(guidance ? { guideMode: guidance.mode ?? 'gradient', guideIterations: guidance.iterations, guideMaxStep: guidance.maxStep, guideSubsteps: guidance.substeps, guideMargin: guidance.margin } : {}), novel, temperature, actionHorizon: actionHorizon ?? policy.config.actionHorizon, ...summary, ...(o['per-episode'] ? { perEpisode } : {}) };
+    const full = { event: 'eval', checkpoint: o.checkpoint, guide: guidance?.spec ?? null, ...(guidance ? { guideMode: guidance.mode ?? 'gradient', guideIterations: guidance.iterations, guideMaxStep: guidance.maxStep, guideSubsteps: guidance.substeps, guideMargin: guidance.margin, guideRegionModel: guidance.regionModel } : {}), novel, temperature, actionHorizon: actionHorizon ?? policy.config.actionHorizon, ...summary, ...(o['per-episode'] ? { perEpisode } : {}) };
     emit(json, full, JSON.stringify(full, null, 2));
   } finally {
     env.close();

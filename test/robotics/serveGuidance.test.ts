@@ -84,6 +84,7 @@ describe('guided serving engines', () => {
     expect(make({ spec: 'obstacle:1', candidates: 0 })).toThrow(/guidance: candidates/);
     expect(make({ spec: 'obstacle:1', constraints: [{ x: 0, y: 0.4, r: -1 }] })).toThrow(/extraObstacles\[0\]\.r: expected a finite radius > 0/);
     expect(make('obstacle:1')).toThrow(/guidance: expected an object/);
+    expect(make({ spec: 'obstacle:1', regionModel: 'path' })).toThrow(/regionModel only applies to env 'pusht'/);
     expect(make(undefined, { temperature: -1 })).toThrow(/temperature/);
     // Push-T's forbidden regions are data of the setting.
     expect(() => checkGuidanceConfig({ spec: 'region:1' }, { env: 'pusht' })).toThrow(/'region' guidance needs forbidden circles/);

@@ -12,10 +12,12 @@ export const GUIDE_ARG_OPTIONS: OptionSpec = {
   'guide-max-step': { type: 'string' },
   'guide-substeps': { type: 'string' },
   'guide-margin': { type: 'string' },
+  'guide-region-model': { type: 'string' },
 };
 
 export const GUIDE_ARG_USAGE = `[--guide-mode gradient|projection] [--guide-iterations K] [--guide-max-step X] [--guide-substeps S]
-          [--guide-margin M (clearance kept by 'region' in px, default 20, or 'obstacle' in m, default 0.03)]`;
+          [--guide-margin M (clearance kept by 'region' in px, default 20, or 'obstacle' in m, default 0.03)]
+          [--guide-region-model targets|path (Push-T 'region': keep the targets or the agent's PD path out)]`;
 
 type Args = Record<string, string | boolean | undefined>;
 
@@ -34,11 +36,12 @@ export function guidanceFromArgs(o: Args, extra: { candidates?: number; constrai
   const substeps = o['guide-substeps'] === undefined ? undefined : intOpt(o['guide-substeps'], 'guide-substeps', 1, 1);
   const margin = o['guide-margin'] === undefined ? undefined : numOpt(o['guide-margin'], 'guide-margin', 0);
   if (margin !== undefined && !(margin >= 0)) throw new UsageError(`--guide-margin: expected a number >= 0, received '${String(o['guide-margin'])}'`);
+  const regionModel = o['guide-region-model'] === undefined ? undefined : choiceOpt(o['guide-region-model'], 'guide-region-model', ['targets', 'path'] as const, 'targets');
   if (!spec) {
-    if ((mode ?? iterations ?? maxStep ?? substeps ?? margin) !== undefined) throw new UsageError('--guide-mode, --guide-iterations, --guide-max-step, --guide-substeps and --guide-margin need --guide');
+    if ((mode ?? iterations ?? maxStep ?? substeps ?? margin ?? regionModel) !== undefined) throw new UsageError('--guide-mode, --guide-iterations, --guide-max-step, --guide-substeps, --guide-margin and --guide-region-model need --guide');
     return undefined;
   }
-  const defined = Object.entries({ mode, iterations, maxStep, substeps, margin, ...extra }).filter(([, v]) => v !== undefined);
+  const defined = Object.entries({ mode, iterations, maxStep, substeps, margin, regionModel, ...extra }).filter(([, v]) => v !== undefined);
   return { spec, ...Object.fromEntries(defined) } as GuidanceConfig;
 }
 

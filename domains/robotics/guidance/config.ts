@@ -23,6 +23,8 @@ export interface GuidanceConfig {
   readonly substeps?: number;
   /** Clearance kept by 'region' (px, Push-T) or 'obstacle' (m, arm-reach). */
   readonly margin?: number;
+  /** Push-T 'region': keep the commanded targets ('targets', default) or the agent's PD path ('path') out. */
+  readonly regionModel?: 'targets' | 'path';
   /** Push-T forbidden circles (needed by 'region'); arm-reach obstacles beyond the observed ones. */
   readonly constraints?: readonly CircleLike[];
   /**
@@ -36,7 +38,7 @@ export interface GuidanceConfig {
 function specOptions(cfg: GuidanceConfig, policy: Pick<DiffusionPolicyConfig, 'env' | 'envOptions'>): GuideSpecOptions {
   const margin = cfg.margin === undefined ? {} : policy.env === 'pusht' ? { regionMargin: cfg.margin } : { obstacleMargin: cfg.margin };
   const kin = policy.env === 'arm-reach' ? { actionMode: armActionMode(policy), maxJointSpeed: armMaxJointSpeed(policy) } : {};
-  return { mode: cfg.mode, iterations: cfg.iterations, maxStep: cfg.maxStep, substeps: cfg.substeps, ...margin, ...kin };
+  return { mode: cfg.mode, iterations: cfg.iterations, maxStep: cfg.maxStep, substeps: cfg.substeps, regionModel: cfg.regionModel, ...margin, ...kin };
 }
 
 /**
@@ -49,7 +51,7 @@ export function checkGuidanceConfig(cfg: unknown, policy: Pick<DiffusionPolicyCo
   const where = 'guidance';
   if (cfg === null || typeof cfg !== 'object' || Array.isArray(cfg)) fail(`${where}: expected an object with a 'spec' such as 'obstacle:1', received ${cfg === null ? 'null' : typeof cfg}`);
   const c = cfg as Record<string, unknown>;
-  const known = new Set(['spec', 'mode', 'iterations', 'maxStep', 'substeps', 'margin', 'constraints', 'candidates']);
+  const known = new Set(['spec', 'mode', 'iterations', 'maxStep', 'substeps', 'margin', 'regionModel', 'constraints', 'candidates']);
   for (const k of Object.keys(c)) if (!known.has(k)) fail(`${where}: unknown field '${k}' (expected ${[...known].join(', ')})`);
   if (typeof c.spec !== 'string' || c.spec.trim() === '') fail(`${where}: spec must be a non-empty string such as 'obstacle:1,smooth:0.1', received ${JSON.stringify(c.spec)}`);
   const opt = <T>(k: string, check: (v: unknown) => T): T | undefined => (c[k] === undefined ? undefined : check(c[k]));
@@ -64,6 +66,11 @@ export function checkGuidanceConfig(cfg: unknown, policy: Pick<DiffusionPolicyCo
     }),
     substeps: opt('substeps', (v) => checkNumber(`${where}: substeps`, v as number, { integer: true, min: 1, max: 64 })),
     margin: opt('margin', (v) => checkNumber(`${where}: margin`, v as number, { min: 0 })),
+    regionModel: opt('regionModel', (v) => {
+      const m = checkOneOf(`${where}: regionModel`, v as string, ['targets', 'path'] as const);
+      if (policy.env !== 'pusht') fail(`${where}: regionModel only applies to env 'pusht', received env '${policy.env}'`);
+      return m;
+    }),
     constraints: opt('constraints', (v) => {
       if (!Array.isArray(v)) fail(`${where}: constraints must be an array of circles {x, y, r}, received ${typeof v}`);
       return v.map((x) => ({ ...(x as CircleLike) }));

@@ -150,11 +150,103 @@ export interface PushtForbiddenRegionOptions {
    * its target.
    */
   readonly margin: number;
+  /**
+   * What must stay out of the circles: 'targets' (default), the commanded targets a_k
+   * themselves; 'path', the agent's own path under the environment's PD controller (kp = 100,
+   * kv = 20, 100 Hz), simulated from the current agent position and velocity through the chunk's
+   * targets, at every 1/100 s substep. The agent lags its targets (after one 0.1 s control step it
+   * has covered about a quarter of a step change), so targets that go round a circle can still
+   * pull the agent across it; 'path' sees that. The agent is kinematic in the environment, so
+   * the path is exact up to the velocity estimate (the last two observed positions over 0.1 s).
+   */
+  readonly model?: 'targets' | 'path';
+}
+
+/** Push-T PD controller and rates (the environment's, see env/pusht.ts). */
+const PUSHT_KP = 100;
+const PUSHT_KV = 20;
+const PUSHT_SUBSTEPS = 10;
+const PUSHT_CONTROL_DT = 0.1;
+
+/**
+ * Linear response of the PD-driven agent (one axis) over the chunk's rows from `start` on, at
+ * every substep: position_n = cp[n] p0 + cv[n] v0 + sum_k g[n, k] u_k, n over Tp * SUBSTEPS
+ * substeps (substep n ends at time (n + 1) / 100 s after row 0's start). Before row `start` the
+ * agent stays at p0 (those substeps are masked out of the cost).
+ */
+function pushtPdResponse(Tp: number, start: number): { cp: Float64Array; cv: Float64Array; g: Float64Array } {
+  const N = Tp * PUSHT_SUBSTEPS;
+  const h = PUSHT_CONTROL_DT / PUSHT_SUBSTEPS;
+  const run = (p0: number, v0: number, u: (k: number) => number): Float64Array => {
+    const out = new Float64Array(N);
+    let p = p0;
+    let v = v0;
+    for (let n = 0; n < N; n++) {
+      const k = Math.floor(n / PUSHT_SUBSTEPS);
+      if (k >= start) {
+        v += (PUSHT_KP * (u(k) - p) - PUSHT_KV * v) * h;
+        p += v * h;
+      }
+      out[n] = p;
+    }
+    return out;
+  };
+  const cp = run(1, 0, () => 0);
+  const cv = run(0, 1, () => 0).map((x, n) => (Math.floor(n / PUSHT_SUBSTEPS) >= start ? x : 0));
+  const g = new Float64Array(N * Tp);
+  for (let k = start; k < Tp; k++) {
+    const col = run(0, 0, (j) => (j === k ? 1 : 0));
+    for (let n = 0; n < N; n++) g[n * Tp + k] = col[n]!;
+  }
+  return { cp, cv, g };
+}
+
+const pdCache = new Map<string, ReturnType<typeof pushtPdResponse>>();
+function pushtPd(Tp: number, start: number): ReturnType<typeof pushtPdResponse> {
+  const key = `${Tp}/${start}`;
+  let r = pdCache.get(key);
+  if (!r) pdCache.set(key, (r = pushtPdResponse(Tp, start)));
+  return r;
 }
 
 /**
- * Push-T: sum over the present/future chunk steps and circles of relu(r + margin - |a_k - c|)^2,
- * with the smooth distance sqrt(|a_k - c|^2 + eps). Actions are absolute agent targets [B, Tp, 2].
+ * The agent's path [B, Tp * 10, 2] under the PD controller through the targets `actions`
+ * [B, Tp, 2], from each window's last observed position (velocity from the last two frames), and
+ * the mask [B, Tp * 10] of substeps at or after the present row (To - 1). Differentiable in the
+ * actions (the path is linear in them).
+ */
+export function pushtAgentPath(actions: tf.Tensor, ctx: { readonly obs: readonly ArrayLike<number>[][] }): { path: tf.Tensor3D; mask: tf.Tensor2D } {
+  const name = 'pushtAgentPath';
+  const info = chunkInfo(name, actions, ctx, 2);
+  const { B, Tp } = info;
+  const N = Tp * PUSHT_SUBSTEPS;
+  const G = new Float32Array(B * N * Tp);
+  const free = new Float32Array(B * N * 2);
+  const mask = new Float32Array(B * N);
+  for (let b = 0; b < B; b++) {
+    const to = info.to[b]!;
+    const now = lastFrame(name, info, b, info.obs[b]![to - 1]!.length);
+    const prev = to >= 2 ? info.obs[b]![to - 2]! : now;
+    if (now.length < 2 || prev.length < 2 || !Number.isFinite(prev[0]) || !Number.isFinite(prev[1])) fail(`${name}: ctx.obs[${b}] frames must start with a finite agent x, y`);
+    const { cp, cv, g } = pushtPd(Tp, to - 1);
+    G.set(g, b * N * Tp);
+    for (let d = 0; d < 2; d++) {
+      const p0 = now[d]!;
+      const v0 = to >= 2 ? (now[d]! - prev[d]!) / PUSHT_CONTROL_DT : 0;
+      for (let n = 0; n < N; n++) free[(b * N + n) * 2 + d] = cp[n]! * p0 + cv[n]! * v0;
+    }
+    mask.fill(1, b * N + (to - 1) * PUSHT_SUBSTEPS, (b + 1) * N);
+  }
+  return tf.tidy(() => {
+    const path = tf.add(tf.matMul(tf.tensor3d(G, [B, N, Tp]), actions as tf.Tensor3D), tf.tensor3d(free, [B, N, 2])) as tf.Tensor3D;
+    return { path, mask: tf.tensor2d(mask, [B, N]) };
+  });
+}
+
+/**
+ * Push-T: sum over the present/future chunk steps (or, with model 'path', the agent's simulated
+ * path) and circles of relu(r + margin - |x - c|)^2, with the smooth distance
+ * sqrt(|x - c|^2 + eps). Actions are absolute agent targets [B, Tp, 2].
  */
 export function pushtForbiddenRegion(opts: PushtForbiddenRegionOptions): ChunkCost {
   const name = 'pushtForbiddenRegion';
@@ -163,17 +255,19 @@ export function pushtForbiddenRegion(opts: PushtForbiddenRegionOptions): ChunkCo
   const margin = checkNumber(`${name}: margin`, opts.margin, { min: 0 });
   const centers = new Float32Array(circles.flatMap((c) => [c.x, c.y]));
   const reach = new Float32Array(circles.map((c) => c.r + margin));
+  const model = checkOneOf(`${name}: model`, opts.model ?? 'targets', ['targets', 'path'] as const);
   return (actions, ctx) => {
     const info = chunkInfo(name, actions, ctx, 2);
     return tf.tidy(() => {
       if (circles.length === 0) return zeroCost(actions);
       const N = circles.length;
+      const { points, mask } = model === 'path' ? (({ path, mask }) => ({ points: path, mask }))(pushtAgentPath(actions, ctx)) : { points: actions, mask: futureMask(info) };
       const c = tf.tensor4d(centers, [1, 1, N, 2]);
-      const diff = tf.sub(tf.expandDims(actions, 2), c); // [B, Tp, N, 2]
-      const dist = tf.sqrt(tf.add(tf.sum(tf.square(diff), -1), PUSHT_EPS)); // [B, Tp, N]
+      const diff = tf.sub(tf.expandDims(points, 2), c); // [B, S, N, 2]
+      const dist = tf.sqrt(tf.add(tf.sum(tf.square(diff), -1), PUSHT_EPS)); // [B, S, N]
       const viol = tf.relu(tf.sub(tf.tensor3d(reach, [1, 1, N]), dist));
-      const perStep = tf.sum(tf.square(viol), -1); // [B, Tp]
-      return tf.sum(tf.mul(perStep, futureMask(info)), 1);
+      const perStep = tf.sum(tf.square(viol), -1); // [B, S]
+      return tf.sum(tf.mul(perStep, mask), 1);
     });
   };
 }
@@ -596,6 +690,8 @@ export interface GuideSpecOptions extends ArmKinematicsOptions {
   readonly constraints?: readonly CircleLike[];
   /** pusht 'region' margin (px). Default DEFAULT_REGION_MARGIN = 20 (agent radius + 5). */
   readonly regionMargin?: number;
+  /** pusht 'region': keep the targets ('targets', default) or the agent's PD path ('path') out (see PushtForbiddenRegionOptions.model). */
+  readonly regionModel?: 'targets' | 'path';
   /** arm-reach 'obstacle' margin (m). Default DEFAULT_OBSTACLE_MARGIN = 0.03. */
   readonly obstacleMargin?: number;
   /** arm-reach 'limits' margin (rad). Default DEFAULT_JOINT_LIMIT_MARGIN = 0.1. */
@@ -672,7 +768,7 @@ function makeTerm(name: GuideTermName, env: string, opts: GuideSpecOptions): Chu
     case 'region': {
       const circles = checkCircles(opts.constraints ?? [], 'guide spec: constraints');
       if (circles.length === 0) fail("guide spec: 'region' guidance needs forbidden circles (options.constraints; on the CLI, --novel-obstacles K > 0)");
-      return pushtForbiddenRegion({ circles, margin: opts.regionMargin ?? DEFAULT_REGION_MARGIN });
+      return pushtForbiddenRegion({ circles, margin: opts.regionMargin ?? DEFAULT_REGION_MARGIN, model: opts.regionModel });
     }
     case 'obstacle':
       return armObstacleClearance({ margin: opts.obstacleMargin ?? DEFAULT_OBSTACLE_MARGIN, extraObstacles: opts.constraints ?? [], substeps: opts.substeps, ...kin });

@@ -12,6 +12,7 @@ export {
   armJointTrajectory,
   armObstacleClearance,
   parseGuideSpec,
+  pushtAgentPath,
   pushtForbiddenRegion,
   pushtRegionViolations,
   smoothness,
