@@ -283,7 +283,7 @@ describe('controlLoop: chunks', () => {
   it('crossfades between disagreeing chunks so consecutive actions stay continuous', async () => {
     // Consecutive chunks disagree by 0.5 in the first column.
     const rowValue = (t: number, i: number): number[] => [t / 1000 + 0.5 * (i % 2), 0];
-    const blended = harness({ latencyMs: 80, rowValue });
+    const blended = harness({ latencyMs: 80, rowValue }, { blendMs: 100 });
     await blended.clock.advance(10_000);
     const used = blended.actions.filter((a) => a.source !== 'idle');
     // The time ramp alone moves 0.02 per tick; a 100 ms crossfade at 50 Hz spreads the 0.5 offset
@@ -376,7 +376,7 @@ describe('controlLoop: deadlines', () => {
   });
 
   it('crossfades from the held action when the chunk arrives during the hold', async () => {
-    const h = harness({ latencyMs: 80 }, { stopAfterMs: 500 });
+    const h = harness({ latencyMs: 80 }, { stopAfterMs: 500, blendMs: 100 });
     await h.clock.advance(3000);
     h.policy.pause();
     while (!h.actions.some((a) => a.source === 'hold')) await h.clock.advance(20);

@@ -65,7 +65,10 @@
  * - **Blending.** When a chunk arrives while the loop is executing a chunk (or a crossfade, or
  *   holding / extrapolating after a miss), the output crossfades from the old source to the new
  *   chunk: `(1 - w) old(t) + w new(t)` with w rising linearly from 0 at the last emitted tick to 1
- *   `blendMs` later (default one policy row; 0 switches at once). If the old chunk runs out
+ *   `blendMs` later (default 0: no crossfade, the new chunk takes over at once; a crossfade
+ *   averages two chunks, and two chunks of a multimodal policy may come from different modes:
+ *   on arm-reach, run in virtual time with 30 ms latency, a one-row crossfade took success over
+ *   100 episodes from 95 to 88). If the old chunk runs out
  *   during the crossfade it is held (or extrapolated) at its end, so the output stays
  *   continuous. Crossfades nest when chunks arrive faster than `blendMs`; nesting deeper than 4
  *   starts the crossfade from the last emitted action instead. The hand-over error
@@ -144,7 +147,11 @@ export interface ControlLoopOptions {
   readonly rateHz: number;
   /** Fixed request lead, ms (see header). Default: adaptive, 1.5 x p90 latency + one row. */
   readonly requestLeadMs?: number;
-  /** Crossfade duration, ms; 0 switches chunks at once. Default: one policy row (info.dtMs). */
+  /**
+   * Crossfade duration, ms. Default 0: a new chunk takes over at once. A crossfade averages two
+   * chunks, and consecutive chunks of a multimodal policy can come from different modes (see the
+   * header); set it (e.g. one row, info.dtMs) for hardware that needs continuous commands.
+   */
   readonly blendMs?: number;
   /** What to emit while no chunk row covers the tick, before the safe stop. Default 'hold'. */
   readonly holdMode?: HoldMode;
@@ -314,7 +321,7 @@ function resolveOptions(opts: ControlLoopOptions): ResolvedOptions {
   if (!(rateHz > 0)) fail(`rateHz: expected > 0, received ${rateHz}`);
   const nonNeg = (name: string, v: number | undefined, dflt: number): number => (v === undefined ? dflt : checkNumber(name, v, { min: 0 }));
   const requestLeadMs = opts.requestLeadMs === undefined ? undefined : checkNumber('requestLeadMs', opts.requestLeadMs, { min: 0 });
-  const blendMs = nonNeg('blendMs', opts.blendMs, info.dtMs);
+  const blendMs = nonNeg('blendMs', opts.blendMs, 0);
   const holdMode = opts.holdMode === undefined ? 'hold' : checkOneOf('holdMode', opts.holdMode, ['hold', 'extrapolate'] as const);
   const stopAfterMs = nonNeg('stopAfterMs', opts.stopAfterMs, 2 * info.dtMs);
   let maxObservationAgeMs = 2 * info.dtMs;

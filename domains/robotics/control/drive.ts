@@ -7,9 +7,10 @@
  * benchmark and tests.
  */
 import { Subject } from 'rxjs';
-import { checkNumber, fail } from '../../../src/util/validate.js';
+import { checkNumber, checkOneOf, fail } from '../../../src/util/validate.js';
 import type { Env } from '../env/types.js';
 import { percentile } from '../policy/runner.js';
+import { systemClock, VirtualClock, type LoopClock } from './clock.js';
 import { controlLoop, type ControlLoopOptions } from './controlLoop.js';
 import type { ChunkPolicy, TimedObservation } from './types.js';
 
@@ -19,10 +20,29 @@ export interface DriveOptions extends Partial<Omit<ControlLoopOptions, 'policy' 
   readonly seconds: number;
   /** Seed of the first episode; episode k uses seed + k. */
   readonly seed?: number;
+  /** Stop after this many finished episodes (default: run for `seconds`). */
+  readonly maxEpisodes?: number;
+  /**
+   * Clock of the loop and the simulated robot (default the system clock, real time). With a
+   * `VirtualClock` the driver advances it itself, one control period at a time, so the run takes
+   * only as long as its computation (pair it with a policy that answers on the same clock, e.g.
+   * SimulatedLatencyPolicy); `seconds` is then virtual time.
+   */
+  readonly clock?: LoopClock;
+  /**
+   * When the simulated robot starts a control period: 'ticks' (default when rateHz * env.dt is
+   * a whole number), on every (rateHz * dt)-th loop tick with that tick's action, which is the
+   * loop's action for exactly the period's start; 'timer', on the robot's own timer with the
+   * latest emitted action, which lags the period start by up to one tick (with linear
+   * interpolation between rows, part of the previous row).
+   */
+  readonly stepOn?: 'ticks' | 'timer';
 }
 
 export interface DriveResult {
   readonly seconds: number;
+  /** Time the run took on its clock (virtual time with a VirtualClock), s. */
+  readonly elapsedSeconds: number;
   readonly envSteps: number;
   readonly episodesFinished: number;
   /** Episodes that reached the goal without a collision (an environment's `info.collided`). */
@@ -50,10 +70,23 @@ export async function driveEnv(env: Env, policy: ChunkPolicy, opts: DriveOptions
   if (!env || typeof env.step !== 'function') fail('driveEnv: env must be an Env');
   const seconds = checkNumber('seconds', opts.seconds, { min: 0.1, max: 86400 });
   const seed = opts.seed ?? 0;
-  const { rateHz: _r, seconds: _s, seed: _seed, ...loopOpts } = opts;
+  const maxEpisodes = opts.maxEpisodes === undefined ? Infinity : checkNumber('maxEpisodes', opts.maxEpisodes, { integer: true, min: 1 });
+  const { rateHz: _r, seconds: _s, seed: _seed, maxEpisodes: _m, clock: _c, stepOn: _o, ...loopOpts } = opts;
+  void _o;
   void _r;
   void _s;
   void _seed;
+  void _m;
+  void _c;
+  const clock: LoopClock = opts.clock ?? systemClock();
+  const virtual = clock instanceof VirtualClock ? clock : undefined;
+  const dtMs = env.dt * 1000;
+  // 'ticks': the robot's periods start on loop ticks (needs rateHz * dt to be a whole number);
+  // 'timer': on its own timer, at an arbitrary phase to the ticks (a robot with its own clock).
+  const perPeriod = opts.rateHz * env.dt;
+  const stepOn = checkOneOf('stepOn', opts.stepOn ?? (Math.abs(perPeriod - Math.round(perPeriod)) < 1e-9 ? 'ticks' : 'timer'), ['ticks', 'timer'] as const);
+  if (stepOn === 'ticks' && Math.abs(perPeriod - Math.round(perPeriod)) >= 1e-9) fail(`stepOn 'ticks': rateHz * env.dt must be a whole number of ticks per period, received ${opts.rateHz} * ${env.dt}`);
+  const ticksPerPeriod = stepOn === 'ticks' ? Math.round(perPeriod) : 0;
   const jitter: number[] = [];
   const latency: number[] = [];
   let seq = 0;
@@ -63,7 +96,8 @@ export async function driveEnv(env: Env, policy: ChunkPolicy, opts: DriveOptions
   let collisions = 0;
   let maxReward = 0;
   const totals = { ticks: 0, deadlineMisses: 0, safeStops: 0, ticksSkipped: 0, chunksReceived: 0, inferenceErrors: 0, overlapErrorMax: 0 };
-  const deadline = performance.now() + seconds * 1000;
+  const t0 = clock.now();
+  const deadline = t0 + seconds * 1000;
 
   // One control loop per episode, as a robot is re-homed between episodes: a new episode starts
   // from a fresh observation history and never executes the previous episode's chunk.
@@ -71,11 +105,18 @@ export async function driveEnv(env: Env, policy: ChunkPolicy, opts: DriveOptions
     let state = env.reset({ seed: episodeSeed });
     await policy.reset();
     const obs$ = new Subject<TimedObservation>();
-    const loop = controlLoop({ ...loopOpts, policy, observations$: obs$, rateHz: opts.rateHz });
+    const loop = controlLoop({ ...loopOpts, policy, observations$: obs$, rateHz: opts.rateHz, clock });
     let latest: Float64Array | undefined;
     loop.actions$.subscribe((a) => {
       jitter.push(a.emittedMs - a.timeMs);
       if (a.source !== 'idle') latest = a.action;
+      // Tick-synchronous robot: a period starts on every ticksPerPeriod-th tick, with that tick's
+      // action (the loop's action for exactly the period's start). Deferred so the loop finishes
+      // its tick before it hears of the new observation.
+      if (ticksPerPeriod > 0 && a.tick % ticksPerPeriod === 0 && !done) {
+        const act = a.source !== 'idle' ? a.action : undefined;
+        clock.setTimer(() => period(act, a.timeMs), 0);
+      }
     });
     loop.events$.subscribe((e) => {
       if (e.kind === 'chunk') latency.push(e.latencyMs);
@@ -89,18 +130,18 @@ export async function driveEnv(env: Env, policy: ChunkPolicy, opts: DriveOptions
     // would then run one period ahead of the state it was planned for.
     let next: Float64Array | undefined;
     let done = false;
-    const period = (): void => {
+    const period = (action: Float64Array | undefined, timeMs: number): void => {
       if (done) return;
       if (next) state = next;
       next = undefined;
-      obs$.next({ timeMs: performance.now(), seq: seq++, state });
-      if (performance.now() >= deadline) {
+      obs$.next({ timeMs, seq: seq++, state });
+      if (clock.now() >= deadline) {
         done = true;
         finish();
         return;
       }
-      if (!latest) return;
-      const r = env.step(latest);
+      if (!action) return;
+      const r = env.step(action);
       steps++;
       next = r.observation;
       maxReward = Math.max(maxReward, r.reward);
@@ -113,16 +154,38 @@ export async function driveEnv(env: Env, policy: ChunkPolicy, opts: DriveOptions
         finish();
       }
     };
-    period();
-    const robot = setInterval(period, env.dt * 1000);
-    const cap = setTimeout(() => {
+    // Periods on an absolute schedule (start + n dt), so timer lateness does not accumulate.
+    const start = clock.now();
+    let n = 0;
+    let cancelPeriod = (): void => {};
+    const schedule = (): void => {
+      n++;
+      cancelPeriod = clock.setTimer(() => {
+        period(latest, clock.now());
+        if (!done) schedule();
+      }, start + n * dtMs - clock.now());
+    };
+    if (ticksPerPeriod === 0) {
+      period(latest, clock.now());
+      if (!done) schedule();
+    }
+    const cancelCap = clock.setTimer(() => {
       done = true;
       finish();
-    }, Math.max(0, deadline - performance.now()));
+    }, Math.max(0, deadline - clock.now()));
+    if (virtual) while (!done) await virtual.advance(dtMs);
     await ended;
-    clearInterval(robot);
-    clearTimeout(cap);
-    await loop.stop();
+    cancelPeriod();
+    cancelCap();
+    const stopping = loop.stop();
+    if (virtual) {
+      // The request in flight settles only as the virtual clock moves.
+      let stopped = false;
+      void stopping.then(() => (stopped = true));
+      await virtual.advance(0);
+      while (!stopped) await virtual.advance(dtMs);
+    }
+    await stopping;
     obs$.complete();
     const snap = loop.snapshot();
     totals.ticks += snap.ticks;
@@ -133,17 +196,19 @@ export async function driveEnv(env: Env, policy: ChunkPolicy, opts: DriveOptions
     totals.inferenceErrors += snap.inferenceErrors;
     totals.overlapErrorMax = Math.max(totals.overlapErrorMax, snap.overlapErrorMax);
   };
-  for (let k = 0; performance.now() < deadline; k++) await runEpisode(seed + k);
+  for (let k = 0; clock.now() < deadline && episodes < maxEpisodes; k++) await runEpisode(seed + k);
   const r2 = (x: number): number => Math.round(x * 100) / 100;
+  const elapsedS = (clock.now() - t0) / 1000;
   return {
     seconds,
+    elapsedSeconds: r2(elapsedS),
     envSteps: steps,
     episodesFinished: episodes,
     successes,
     episodesWithCollisions: collisions,
     maxReward: r2(maxReward),
     ticks: totals.ticks,
-    achievedRateHz: r2(totals.ticks / seconds),
+    achievedRateHz: r2(totals.ticks / elapsedS),
     jitterP50Ms: r2(percentile(jitter, 50)),
     jitterP99Ms: r2(percentile(jitter, 99)),
     jitterMaxMs: r2(jitter.reduce((m, x) => Math.max(m, x), -Infinity)),

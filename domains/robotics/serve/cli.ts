@@ -6,13 +6,16 @@ import { choiceOpt, intOpt, numOpt, parse, type OptionSpec } from '../../../src/
 import { UsageError } from '../../../src/cli/errors.js';
 import { SAMPLER_NAMES, type SamplerName } from '../../../src/sample/registry.js';
 import { LiveView } from '../../../src/stream/liveView.js';
-import { driveEnv } from '../control/drive.js';
+import { VirtualClock } from '../control/clock.js';
+import { driveEnv, type DriveResult } from '../control/drive.js';
+import { SimulatedLatencyPolicy } from '../control/simulatedPolicy.js';
+import { setBackend } from '../../../src/backend/backend.js';
 import { ENV_NAMES, envForPolicy } from '../envs.js';
 import { circlesArg, GUIDE_ARG_OPTIONS, GUIDE_ARG_USAGE, guidanceFromArgs } from '../guidance/args.js';
-import { checkGuidanceConfig } from '../guidance/config.js';
+import { checkGuidanceConfig, describeGuidance } from '../guidance/config.js';
 import { DiffusionPolicy } from '../policy/policy.js';
 import { BridgeServer, serveBridgeStream } from './bridge.js';
-import { WorkerEngine } from './engine.js';
+import { enginePredictOptions, WorkerEngine, type SamplingOverride } from './engine.js';
 import { PolicyServer } from './grpcServer.js';
 import { PolicyHost } from './host.js';
 import { LocalPolicy } from './localPolicy.js';
@@ -26,10 +29,13 @@ export const SERVE_USAGE = `usage: scoreflow robot serve [--checkpoint DIR | --e
        come from each observation; Push-T 'region' needs --guide-regions, circles in pixels)
        scoreflow robot bridge --stdio [--checkpoint DIR | --env E] [...]
        one policy session over stdin/stdout with length-delimited frames
-       scoreflow robot drive [--checkpoint DIR | --env E] [--seconds S] [--seed N] [--rate-hz R]
-          [--blend-ms MS] [sampling and --guide options as for serve] [--json]
+       scoreflow robot drive [--checkpoint DIR | --env E] [--seconds S] [--episodes N] [--seed N] [--rate-hz R]
+          [--blend-ms MS] [--virtual-latency MS] [--step-on ticks|timer] [sampling and --guide options as for serve] [--json]
        run the environment in real time through the same served policy (worker thread) and the
-       RxJS control loop, one loop per episode; prints episodes, successes, collisions, latency`;
+       RxJS control loop, one loop per episode; prints episodes, successes, collisions, latency.
+       --virtual-latency runs the same loop on a virtual clock with the policy answering MS after
+       each request (deterministic, faster than real time; --seconds is then virtual time);
+       --step-on: the robot's periods start on loop ticks (default) or on its own timer`;
 
 /** The committed model for an environment: models/<env>-policy at the package root. */
 export function shippedPolicyDir(env: string): string {
@@ -68,9 +74,13 @@ const DRIVE_OPTIONS: OptionSpec = {
   seed: { type: 'string' },
   'rate-hz': { type: 'string' },
   'blend-ms': { type: 'string' },
+  episodes: { type: 'string' },
+  'virtual-latency': { type: 'string' },
+  'step-on': { type: 'string' },
 };
 
-async function startHost(o: Record<string, string | boolean | undefined>): Promise<PolicyHost> {
+/** Checkpoint, environment and sampling override (with guidance, checked against the policy) from the options. */
+function samplingFromArgs(o: Record<string, string | boolean | undefined>): { checkpoint: string; env: string | undefined; sampling: SamplingOverride } {
   const env = o.env === undefined ? undefined : choiceOpt(o.env, 'env', ENV_NAMES, 'pusht');
   const checkpoint = typeof o.checkpoint === 'string' ? o.checkpoint : shippedPolicyDir(env ?? 'pusht');
   const sampler = o.sampler === undefined ? undefined : (choiceOpt(o.sampler, 'sampler', SAMPLER_NAMES, 'ddim') as SamplerName);
@@ -83,7 +93,12 @@ async function startHost(o: Record<string, string | boolean | undefined>): Promi
   if (!guideArgs && (candidates !== undefined || regions !== undefined)) throw new UsageError('--candidates and --guide-regions need --guide');
   // Check the guidance against the policy here, so a bad setting is one clear line, not a worker failure.
   const guidance = guideArgs ? checkGuidanceConfig(guideArgs, DiffusionPolicy.readConfig(checkpoint, { env })) : undefined;
-  const engine = await WorkerEngine.start({ checkpoint, env, sampler, steps, temperature, guidance });
+  return { checkpoint, env, sampling: { sampler, steps, temperature, guidance } };
+}
+
+async function startHost(o: Record<string, string | boolean | undefined>): Promise<PolicyHost> {
+  const { checkpoint, env, sampling } = samplingFromArgs(o);
+  const engine = await WorkerEngine.start({ checkpoint, env, ...sampling });
   return new PolicyHost(engine, {
     maxSessions: intOpt(o['max-sessions'], 'max-sessions', 64, 1),
     maxBatch: intOpt(o['max-batch'], 'max-batch', 16, 1),
@@ -148,26 +163,53 @@ export async function robotServe(argv: string[]): Promise<number> {
 export async function robotDrive(argv: string[]): Promise<number> {
   const o = parse(argv, DRIVE_OPTIONS, SERVE_USAGE);
   for (const k of ['port', 'host', 'tcp-port', 'live-view-port', 'stdio']) if (o[k] !== undefined) throw new UsageError(`--${k}: drive serves in-process only`);
-  const seconds = numOpt(o.seconds, 'seconds', 60);
+  // With --episodes, the run ends with its episodes unless --seconds says otherwise.
+  const seconds = numOpt(o.seconds, 'seconds', o.episodes === undefined ? 60 : 86400);
   if (!(seconds >= 1 && seconds <= 86400)) throw new UsageError(`--seconds: expected a number in [1, 86400], received '${String(o.seconds)}'`);
   const seed = intOpt(o.seed, 'seed', 0, 0);
   const rateHz = numOpt(o['rate-hz'], 'rate-hz', 50);
   if (!(rateHz > 0 && rateHz <= 1000)) throw new UsageError(`--rate-hz: expected a number in (0, 1000], received '${String(o['rate-hz'])}'`);
   const blendMs = o['blend-ms'] === undefined ? undefined : numOpt(o['blend-ms'], 'blend-ms', 0);
   if (blendMs !== undefined && !(blendMs >= 0)) throw new UsageError(`--blend-ms: expected a number >= 0, received '${String(o['blend-ms'])}'`);
+  const episodes = o.episodes === undefined ? undefined : intOpt(o.episodes, 'episodes', 50, 1);
+  const virtualLatency = o['virtual-latency'] === undefined ? undefined : numOpt(o['virtual-latency'], 'virtual-latency', 30);
+  if (virtualLatency !== undefined && !(virtualLatency >= 0 && virtualLatency <= 10_000)) throw new UsageError(`--virtual-latency: expected a number of ms in [0, 10000], received '${String(o['virtual-latency'])}'`);
+  const stepOn = o['step-on'] === undefined ? undefined : choiceOpt(o['step-on'], 'step-on', ['ticks', 'timer'] as const, 'ticks');
+  const driveOpts = { rateHz, seconds, seed, ...(stepOn === undefined ? {} : { stepOn }), ...(episodes === undefined ? {} : { maxEpisodes: episodes }), ...(blendMs === undefined ? {} : { blendMs }) };
+  const report = (r: DriveResult, head: Record<string, unknown>): void => {
+    const out = { event: 'drive', ...head, seed, rateHz, ...r };
+    process.stdout.write(
+      o.json
+        ? JSON.stringify(out) + '\n'
+        : `${r.episodesFinished} episodes in ${r.elapsedSeconds} s${virtualLatency === undefined ? '' : ' (virtual time)'}: ${r.successes} succeeded, ${r.episodesWithCollisions} with collisions; ` +
+            `${r.achievedRateHz} Hz, ${r.deadlineMisses} deadline misses, ${r.safeStops} safe stops; chunk round trip p50 ${r.inferenceP50Ms} / p99 ${r.inferenceP99Ms} ms\n`,
+    );
+  };
+  if (virtualLatency !== undefined) {
+    // The same loop and driver on a virtual clock, the policy in this thread answering after a
+    // fixed latency: deterministic, and as fast as sampling allows.
+    const { checkpoint, env: envName, sampling } = samplingFromArgs(o);
+    await setBackend('auto');
+    const dp = DiffusionPolicy.load(checkpoint, { env: envName });
+    const env = await envForPolicy(dp.config);
+    try {
+      const clock = new VirtualClock(0);
+      const policy = new SimulatedLatencyPolicy(dp, { clock, latencyMs: virtualLatency, dtMs: env.dt * 1000, predict: enginePredictOptions(dp, sampling), seed });
+      const r = await driveEnv(env, policy, { ...driveOpts, clock });
+      report(r, { env: dp.config.env, virtualLatencyMs: virtualLatency, sampler: `${sampling.sampler ?? dp.config.sampler}@${sampling.steps ?? dp.config.samplingSteps}`, temperature: sampling.temperature ?? dp.config.temperature ?? 1, guidance: describeGuidance(sampling.guidance) || null });
+    } finally {
+      env.close();
+      dp.dispose();
+    }
+    return 0;
+  }
   const host = await startHost(o);
   const policy = new LocalPolicy(host);
   const checkpoint = typeof o.checkpoint === 'string' ? o.checkpoint : shippedPolicyDir(host.info.env);
   const env = await envForPolicy(DiffusionPolicy.readConfig(checkpoint, { env: host.info.env }));
   try {
-    const r = await driveEnv(env, policy, { rateHz, seconds, seed, ...(blendMs === undefined ? {} : { blendMs }) });
-    const out = { event: 'drive', env: host.info.env, modelVersion: host.info.modelVersion, sampler: `${host.info.sampler}@${host.info.samplingSteps}`, temperature: host.info.temperature, guidance: host.info.guidance || null, seed, rateHz, ...r };
-    process.stdout.write(
-      o.json
-        ? JSON.stringify(out) + '\n'
-        : `${r.episodesFinished} episodes in ${seconds} s: ${r.successes} succeeded, ${r.episodesWithCollisions} with collisions; ` +
-            `${r.achievedRateHz} Hz, ${r.deadlineMisses} deadline misses, ${r.safeStops} safe stops; chunk round trip p50 ${r.inferenceP50Ms} / p99 ${r.inferenceP99Ms} ms\n`,
-    );
+    const r = await driveEnv(env, policy, driveOpts);
+    report(r, { env: host.info.env, modelVersion: host.info.modelVersion, sampler: `${host.info.sampler}@${host.info.samplingSteps}`, temperature: host.info.temperature, guidance: host.info.guidance || null });
   } finally {
     await policy.close();
     host.close();
