@@ -97,6 +97,19 @@ describe('driveEnv', () => {
       // Faster than real time: the episodes cover more virtual seconds than they take.
       expect(a.wallMs / 1000).toBeLessThan(a.r.elapsedSeconds);
       expect(() => new SimulatedLatencyPolicy(dp, { clock: new VirtualClock(), latencyMs: -1, dtMs: 100 })).toThrow(/latencyMs/);
+      // pinLatency: the rows a new chunk covers before it arrives repeat the previous chunk's.
+      const clock = new VirtualClock(0);
+      const pinning = new SimulatedLatencyPolicy(dp, { clock, latencyMs: 150, dtMs: 100, seed: 5, pinLatency: true });
+      const o0 = env.reset({ seed: 1000 });
+      const first = pinning.requestChunk({ timeMs: 0, seq: 0, state: o0 });
+      await clock.advance(150);
+      const c1 = await first;
+      const second = pinning.requestChunk({ timeMs: 100, seq: 1, state: o0 });
+      await clock.advance(150);
+      const c2 = await second;
+      // Times 100 and 200 ms (< 100 + 150) are pinned: c2 rows 0, 1 = c1 rows 1, 2; row 2 is free.
+      for (const k of [0, 1]) Array.from(c2.actions[k]!).forEach((v, j) => expect(v).toBeCloseTo(c1.actions[k + 1]![j]!, 4));
+      expect(Math.max(...Array.from(c2.actions[2]!, (v, j) => Math.abs(v - c1.actions[3]![j]!)))).toBeGreaterThan(1e-4);
     } finally {
       env.close();
       dp.dispose();

@@ -21,11 +21,18 @@ export interface SimulatedLatencyOptions {
   readonly predict?: Omit<PredictOptions, 'seed'>;
   /** Seed of the first chunk; chunk k uses seed + k. Default 0. */
   readonly seed?: number;
+  /**
+   * Inpaint each new chunk's rows up to the time it will arrive (observation time + latency)
+   * with the previous chunk's rows for the same times: those rows are executed from the previous
+   * chunk anyway, so the new one continues what actually happens. Default false.
+   */
+  readonly pinLatency?: boolean;
 }
 
 export class SimulatedLatencyPolicy implements ChunkPolicy {
   readonly info: ChunkPolicyInfo;
   private history: Float64Array[] = [];
+  private last: TimedChunk | undefined;
   private nextSeed: number;
   private closed = false;
   private readonly latencyMs: number;
@@ -71,20 +78,40 @@ export class SimulatedLatencyPolicy implements ChunkPolicy {
       // Too short a history (an episode's start) repeats its oldest frame, as `robot eval` does.
       const To = this.info.obsHorizon;
       const window = Array.from({ length: To }, (_, k) => this.history[Math.max(0, this.history.length - To + k)]!);
-      const r = this.policy.predictChunks([window], { ...this.opts.predict, seed: this.nextSeed++ });
+      const pinned = this.opts.pinLatency ? this.pinnedRows(obs.timeMs) : [];
+      const r = this.policy.predictChunks([window], { ...this.opts.predict, seed: this.nextSeed++, ...(pinned.length ? { pinned } : {}) });
       const A = this.info.actionDim;
       const skip = To - 1;
       const full = r.chunks[0]!;
       const actions = Array.from({ length: this.info.predHorizon }, (_, k) => Float64Array.from(full.subarray((skip + k) * A, (skip + k + 1) * A)));
       const chunk: TimedChunk = { obsSeq: obs.seq, startTimeMs: obs.timeMs, dtMs: this.dtMs, actions, latencyMs: this.latencyMs };
+      this.last = chunk;
       return new Promise((resolve) => this.opts.clock.setTimer(() => resolve(chunk), this.latencyMs));
     } catch (err) {
       return Promise.reject(err as Error);
     }
   }
 
+  /** Full-chunk rows 0.. (past rows included) taken from the previous chunk, up to the arrival time. */
+  private pinnedRows(obsTimeMs: number): Float64Array[] {
+    const p = this.last;
+    if (!p) return [];
+    const To = this.info.obsHorizon;
+    const out: Float64Array[] = [];
+    for (let j = 0; ; j++) {
+      const t = obsTimeMs + (j - (To - 1)) * this.dtMs;
+      if (t >= obsTimeMs + this.latencyMs) break;
+      const u = (t - p.startTimeMs) / p.dtMs;
+      const k = Math.round(u);
+      if (Math.abs(u - k) > 1e-6 || k < 0 || k >= p.actions.length) break;
+      out.push(p.actions[k]!);
+    }
+    return out;
+  }
+
   async reset(): Promise<void> {
     this.history = [];
+    this.last = undefined;
   }
 
   async close(): Promise<void> {

@@ -30,12 +30,13 @@ export const SERVE_USAGE = `usage: scoreflow robot serve [--checkpoint DIR | --e
        scoreflow robot bridge --stdio [--checkpoint DIR | --env E] [...]
        one policy session over stdin/stdout with length-delimited frames
        scoreflow robot drive [--checkpoint DIR | --env E] [--seconds S] [--episodes N] [--seed N] [--rate-hz R]
-          [--blend-ms MS] [--virtual-latency MS] [--step-on ticks|timer] [sampling and --guide options as for serve] [--json]
+          [--blend-ms MS] [--virtual-latency MS [--pin-latency]] [--step-on ticks|timer] [sampling and --guide options as for serve] [--json]
        run the environment in real time through the same served policy (worker thread) and the
        RxJS control loop, one loop per episode; prints episodes, successes, collisions, latency.
        --virtual-latency runs the same loop on a virtual clock with the policy answering MS after
        each request (deterministic, faster than real time; --seconds is then virtual time);
-       --step-on: the robot's periods start on loop ticks (default) or on its own timer`;
+       --step-on: the robot's periods start on loop ticks (default) or on its own timer;
+       --pin-latency inpaints each chunk's rows up to its arrival with the previous chunk's rows`;
 
 /** The committed model for an environment: models/<env>-policy at the package root. */
 export function shippedPolicyDir(env: string): string {
@@ -77,6 +78,7 @@ const DRIVE_OPTIONS: OptionSpec = {
   episodes: { type: 'string' },
   'virtual-latency': { type: 'string' },
   'step-on': { type: 'string' },
+  'pin-latency': { type: 'boolean' },
 };
 
 /** Checkpoint, environment and sampling override (with guidance, checked against the policy) from the options. */
@@ -174,6 +176,7 @@ export async function robotDrive(argv: string[]): Promise<number> {
   const episodes = o.episodes === undefined ? undefined : intOpt(o.episodes, 'episodes', 50, 1);
   const virtualLatency = o['virtual-latency'] === undefined ? undefined : numOpt(o['virtual-latency'], 'virtual-latency', 30);
   if (virtualLatency !== undefined && !(virtualLatency >= 0 && virtualLatency <= 10_000)) throw new UsageError(`--virtual-latency: expected a number of ms in [0, 10000], received '${String(o['virtual-latency'])}'`);
+  if (o['pin-latency'] && virtualLatency === undefined) throw new UsageError('--pin-latency needs --virtual-latency (the served policy does not pin yet)');
   const stepOn = o['step-on'] === undefined ? undefined : choiceOpt(o['step-on'], 'step-on', ['ticks', 'timer'] as const, 'ticks');
   const driveOpts = { rateHz, seconds, seed, ...(stepOn === undefined ? {} : { stepOn }), ...(episodes === undefined ? {} : { maxEpisodes: episodes }), ...(blendMs === undefined ? {} : { blendMs }) };
   const report = (r: DriveResult, head: Record<string, unknown>): void => {
@@ -194,9 +197,9 @@ export async function robotDrive(argv: string[]): Promise<number> {
     const env = await envForPolicy(dp.config);
     try {
       const clock = new VirtualClock(0);
-      const policy = new SimulatedLatencyPolicy(dp, { clock, latencyMs: virtualLatency, dtMs: env.dt * 1000, predict: enginePredictOptions(dp, sampling), seed });
+      const policy = new SimulatedLatencyPolicy(dp, { clock, latencyMs: virtualLatency, dtMs: env.dt * 1000, predict: enginePredictOptions(dp, sampling), seed, pinLatency: Boolean(o['pin-latency']) });
       const r = await driveEnv(env, policy, { ...driveOpts, clock });
-      report(r, { env: dp.config.env, virtualLatencyMs: virtualLatency, sampler: `${sampling.sampler ?? dp.config.sampler}@${sampling.steps ?? dp.config.samplingSteps}`, temperature: sampling.temperature ?? dp.config.temperature ?? 1, guidance: describeGuidance(sampling.guidance) || null });
+      report(r, { env: dp.config.env, virtualLatencyMs: virtualLatency, pinLatency: Boolean(o['pin-latency']), sampler: `${sampling.sampler ?? dp.config.sampler}@${sampling.steps ?? dp.config.samplingSteps}`, temperature: sampling.temperature ?? dp.config.temperature ?? 1, guidance: describeGuidance(sampling.guidance) || null });
     } finally {
       env.close();
       dp.dispose();
