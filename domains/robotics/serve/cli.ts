@@ -98,8 +98,8 @@ function samplingFromArgs(o: Record<string, string | boolean | undefined>): { ch
   return { checkpoint, env, sampling: { sampler, steps, temperature, guidance } };
 }
 
-async function startHost(o: Record<string, string | boolean | undefined>): Promise<PolicyHost> {
-  const { checkpoint, env, sampling } = samplingFromArgs(o);
+async function startHost(o: Record<string, string | boolean | undefined>, parsed = samplingFromArgs(o)): Promise<PolicyHost> {
+  const { checkpoint, env, sampling } = parsed;
   const engine = await WorkerEngine.start({ checkpoint, env, ...sampling });
   return new PolicyHost(engine, {
     maxSessions: intOpt(o['max-sessions'], 'max-sessions', 64, 1),
@@ -206,10 +206,10 @@ export async function robotDrive(argv: string[]): Promise<number> {
     }
     return 0;
   }
-  const host = await startHost(o);
+  const parsed = samplingFromArgs(o);
+  const host = await startHost(o, parsed);
   const policy = new LocalPolicy(host);
-  const checkpoint = typeof o.checkpoint === 'string' ? o.checkpoint : shippedPolicyDir(host.info.env);
-  const env = await envForPolicy(DiffusionPolicy.readConfig(checkpoint, { env: host.info.env }));
+  const env = await envForPolicy(DiffusionPolicy.readConfig(parsed.checkpoint, { env: host.info.env }));
   try {
     const r = await driveEnv(env, policy, driveOpts);
     report(r, { env: host.info.env, modelVersion: host.info.modelVersion, sampler: `${host.info.sampler}@${host.info.samplingSteps}`, temperature: host.info.temperature, guidance: host.info.guidance || null });
