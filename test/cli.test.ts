@@ -52,7 +52,6 @@ describe('scoreflow CLI', () => {
       [['robot', 'drive', '--env', 'arm-reach', '--port', '50051'], /--port: drive serves in-process only/],
       [['robot', 'eval', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--guide', 'region:1', '--guide-region-model', 'pd'], /--guide-region-model: unknown value 'pd' \(expected one of targets, path\)/],
       [['robot', 'drive', '--env', 'arm-reach', '--seconds', '0'], /--seconds: expected a number in \[1, 86400\]/],
-      [['robot', 'drive', '--env', 'arm-reach', '--pin-latency'], /--pin-latency needs --virtual-latency/],
       [['robot', 'export', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--out', path.join(os.tmpdir(), 'sf-never'), '--temperature=-1'], /--temperature: expected a number >= 0/],
       [['robot', 'export', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--out', path.join(os.tmpdir(), 'sf-never'), '--temperature', 'warm'], /--temperature: expected a number, received 'warm'/],
       [['robot', 'export', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--out', path.join(os.tmpdir(), 'sf-never'), '--action-horizon', '16'], /--action-horizon: .*Ta = 16 must be <= Tp - To \+ 1 = 15/],

@@ -67,6 +67,8 @@ export interface ObservationProtoInit {
   sessionId?: string;
   historyOnly?: boolean;
   resetHistory?: boolean;
+  pinnedActions?: NumberList;
+  pinnedFirstRow?: number;
 }
 export interface ObservationProto {
   timestampNs: bigint;
@@ -76,6 +78,8 @@ export interface ObservationProto {
   sessionId: string;
   historyOnly: boolean;
   resetHistory: boolean;
+  pinnedActions: number[];
+  pinnedFirstRow: number;
 }
 
 /** scoreflow.v1.ActionChunk */

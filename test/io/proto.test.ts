@@ -25,6 +25,8 @@ const observation: Required<ObservationProtoInit> = {
   sessionId: 'robot-1',
   historyOnly: true,
   resetHistory: false,
+  pinnedActions: [0.25, -3],
+  pinnedFirstRow: -1,
 };
 const chunk: Required<ActionChunkProtoInit> = {
   startTimestampNs: 1_000_000_123n,

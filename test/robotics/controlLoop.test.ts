@@ -12,7 +12,7 @@ import {
   type ControlLoopOptions,
   type LoopClock,
 } from '../../domains/robotics/control/controlLoop.js';
-import type { ChunkPolicy, ChunkPolicyInfo, TimedChunk, TimedObservation } from '../../domains/robotics/control/types.js';
+import type { ChunkPolicy, ChunkPolicyInfo, ChunkRequestOptions, TimedChunk, TimedObservation } from '../../domains/robotics/control/types.js';
 import { decode, encode } from '../../src/proto/index.js';
 
 // Everything below runs on a virtual clock except the last test (~1 s); a hang must fail fast.
@@ -39,7 +39,7 @@ interface FakePolicyOptions {
  */
 class FakePolicy implements ChunkPolicy {
   readonly info = INFO;
-  readonly requests: { timeMs: number; obs: TimedObservation }[] = [];
+  readonly requests: { timeMs: number; obs: TimedObservation; opts?: ChunkRequestOptions }[] = [];
   observeCalls = 0;
   outstanding = 0;
   maxOutstanding = 0;
@@ -74,10 +74,10 @@ class FakePolicy implements ChunkPolicy {
     this.observeCalls++;
   }
 
-  requestChunk(obs: TimedObservation): Promise<TimedChunk> {
+  requestChunk(obs: TimedObservation, opts?: ChunkRequestOptions): Promise<TimedChunk> {
     this.check(obs);
     const n = this.requests.length;
-    this.requests.push({ timeMs: this.now(), obs });
+    this.requests.push({ timeMs: this.now(), obs, ...(opts ? { opts } : {}) });
     const behaviour = this.o.behaviour?.(n) ?? 'ok';
     if (behaviour === 'throw') throw new Error(`sync failure ${n}`);
     this.outstanding++;
@@ -256,6 +256,35 @@ describe('controlLoop: chunks', () => {
     expect(snap.chunksReceived).toBeLessThanOrEqual(Math.ceil(20_000 / 580) + 1);
     expect(snap.chunksRequested - snap.chunksReceived).toBeLessThanOrEqual(1);
     await finish(h);
+  });
+
+  it('pinLatency: each request pins the rows the loop executes until the expected arrival', async () => {
+    const h = harness({ latencyMs: 150 }, { pinLatency: true });
+    await h.clock.advance(10_000);
+    const reqs = h.policy.requests;
+    expect(reqs.length).toBeGreaterThan(10);
+    expect(reqs[0]!.opts).toBeUndefined(); // nothing executes before the first chunk
+    const events = ofKind(h.events, 'request');
+    for (const [n, r] of reqs.entries()) {
+      if (n === 0) continue;
+      const p = r.opts?.pinned;
+      expect(p).toBeDefined();
+      // From the row before the observation (obsHorizon 2) to the last row starting before now + 150 ms.
+      expect(p!.firstRow).toBe(-1);
+      const expected = Math.ceil((r.timeMs + 150 - r.obs.timeMs) / INFO.dtMs) + 1;
+      expect(p!.rows.length).toBe(expected);
+      // Rows are what the loop executes at those times: t / 1000 (FakePolicy's chunks encode time).
+      p!.rows.forEach((row, k) => expect(row[0]).toBeCloseTo((r.obs.timeMs + (p!.firstRow + k) * INFO.dtMs) / 1000, 9));
+      expect(events[n]!.pinnedRows).toBe(expected);
+    }
+    expect(h.loop.snapshot().deadlineMisses).toBe(0);
+    await finish(h);
+    // Off by default; a non-boolean is refused.
+    const off = harness({ latencyMs: 150 });
+    await off.clock.advance(3000);
+    expect(off.policy.requests.every((r) => r.opts === undefined)).toBe(true);
+    await finish(off);
+    expect(() => harness({ latencyMs: 10 }, { pinLatency: 'yes' as unknown as boolean }, null)).toThrow(/pinLatency: expected true or false/);
   });
 
   it('emits the chunk interpolated at each tick time; rows already in the past are skipped', async () => {

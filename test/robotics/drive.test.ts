@@ -97,19 +97,21 @@ describe('driveEnv', () => {
       // Faster than real time: the episodes cover more virtual seconds than they take.
       expect(a.wallMs / 1000).toBeLessThan(a.r.elapsedSeconds);
       expect(() => new SimulatedLatencyPolicy(dp, { clock: new VirtualClock(), latencyMs: -1, dtMs: 100 })).toThrow(/latencyMs/);
-      // pinLatency: the rows a new chunk covers before it arrives repeat the previous chunk's.
+      // Pinned rows (as the loop's pinLatency sends them) come back exactly; the rest is sampled.
       const clock = new VirtualClock(0);
-      const pinning = new SimulatedLatencyPolicy(dp, { clock, latencyMs: 150, dtMs: 100, seed: 5, pinLatency: true });
+      const pinning = new SimulatedLatencyPolicy(dp, { clock, latencyMs: 150, dtMs: 100, seed: 5 });
       const o0 = env.reset({ seed: 1000 });
       const first = pinning.requestChunk({ timeMs: 0, seq: 0, state: o0 });
       await clock.advance(150);
       const c1 = await first;
-      const second = pinning.requestChunk({ timeMs: 100, seq: 1, state: o0 });
+      // Time 100 ms: pin row -1 (0 ms) and rows 0, 1 (100, 200 ms) with c1's rows for those times.
+      const second = pinning.requestChunk({ timeMs: 100, seq: 1, state: o0 }, { pinned: { firstRow: -1, rows: [c1.actions[0]!, c1.actions[1]!, c1.actions[2]!] } });
       await clock.advance(150);
       const c2 = await second;
-      // Times 100 and 200 ms (< 100 + 150) are pinned: c2 rows 0, 1 = c1 rows 1, 2; row 2 is free.
       for (const k of [0, 1]) Array.from(c2.actions[k]!).forEach((v, j) => expect(v).toBeCloseTo(c1.actions[k + 1]![j]!, 4));
       expect(Math.max(...Array.from(c2.actions[2]!, (v, j) => Math.abs(v - c1.actions[3]![j]!)))).toBeGreaterThan(1e-4);
+      await expect(pinning.requestChunk({ timeMs: 200, seq: 2, state: o0 }, { pinned: { firstRow: -2, rows: [c1.actions[0]!] } })).rejects.toThrow(/pinned.firstRow/);
+      await expect(pinning.requestChunk({ timeMs: 300, seq: 3, state: o0 }, { pinned: { firstRow: 0, rows: c1.actions.slice() } })).rejects.toThrow(/one must stay free/);
     } finally {
       env.close();
       dp.dispose();

@@ -76,6 +76,18 @@
  *   or a crossfade. After a safe stop (or before the first chunk) the new chunk is used at once:
  *   a jump from the safe action is expected there.
  *
+ * - **Pinning (`pinLatency`, opt-in).** A chunk computed from the observation at time t arrives
+ *   about one round trip later; until then the loop keeps executing its current chunk, so the
+ *   new chunk's rows for those times describe actions that never happen, and the new chunk may
+ *   continue from a different state than the one the robot reaches (with a multimodal policy,
+ *   from another mode). With `pinLatency` every request carries the rows the loop executes
+ *   from its current source at the times t + j * dtMs (j from -(obsHorizon - 1), the rows
+ *   already executed inside the observation window) up to the expected arrival (now + p90 of
+ *   the recent round trips, one row before the first measurement), and a policy that supports
+ *   it (the served policy, SimulatedLatencyPolicy) inpaints them, so the new chunk continues
+ *   what actually happens. Nothing is pinned when the loop is not executing a chunk or
+ *   crossfade, and at least one row of each chunk stays free.
+ *
  * - **Deadlines.** A tick after the active chunk's last row is a deadline miss: for
  *   `stopAfterMs` (default two policy rows) the loop holds the last row (`holdMode: 'hold'`) or
  *   continues along the slope of the last two rows (`'extrapolate'`); after that it emits the
@@ -113,7 +125,7 @@ import {
   type ActionTrajectory,
   type HoldMode,
 } from './trajectory.js';
-import type { ChunkPolicy, ChunkPolicyInfo, TimedChunk, TimedObservation } from './types.js';
+import type { ChunkPolicy, ChunkPolicyInfo, PinnedRows, TimedChunk, TimedObservation } from './types.js';
 
 export { systemClock, VirtualClock, type LoopClock, type SystemClockOptions } from './clock.js';
 export { toControlLoopMetricsProto, type ControlLoopMetrics } from './metrics.js';
@@ -153,6 +165,8 @@ export interface ControlLoopOptions {
    * header); set it (e.g. one row, info.dtMs) for hardware that needs continuous commands.
    */
   readonly blendMs?: number;
+  /** Pin the rows executed until a requested chunk arrives (see header). Default false. */
+  readonly pinLatency?: boolean;
   /** What to emit while no chunk row covers the tick, before the safe stop. Default 'hold'. */
   readonly holdMode?: HoldMode;
   /** How long to hold / extrapolate after the last chunk row before the safe stop, ms. Default 2 rows. */
@@ -187,7 +201,7 @@ export type ControlLoopEvent = EventBase &
     | { readonly kind: 'observation-stale'; readonly seq: number; readonly ageMs: number }
     | { readonly kind: 'observations-error'; readonly error: unknown }
     | { readonly kind: 'observations-complete' }
-    | { readonly kind: 'request'; readonly obsSeq: number; readonly remainingMs: number; readonly leadMs: number }
+    | { readonly kind: 'request'; readonly obsSeq: number; readonly remainingMs: number; readonly leadMs: number; readonly pinnedRows?: number }
     | {
         readonly kind: 'chunk';
         readonly chunkSeq: number;
@@ -265,6 +279,7 @@ interface ResolvedOptions {
   readonly rateHz: number;
   readonly requestLeadMs: number | undefined;
   readonly blendMs: number;
+  readonly pinLatency: boolean;
   readonly holdMode: HoldMode;
   readonly stopAfterMs: number;
   readonly safeAction: Float64Array | ((last: Float64Array) => Float64Array) | undefined;
@@ -281,6 +296,11 @@ function checkVector(name: string, v: unknown, dim: number): Float64Array {
   if (!(v instanceof Float64Array)) fail(`${name}: expected a Float64Array of length ${dim}, received ${describe(v)}`);
   if (v.length !== dim) fail(`${name}: expected length ${dim} (policy.info.actionDim), received length ${v.length}`);
   for (let i = 0; i < v.length; i++) if (!Number.isFinite(v[i])) fail(`${name}: contains a non-finite value (${v[i]}) at index ${i}`);
+  return v;
+}
+
+function checkBoolean(name: string, v: unknown): boolean {
+  if (typeof v !== 'boolean') fail(`${name}: expected true or false, received ${describe(v)}`);
   return v;
 }
 
@@ -354,6 +374,7 @@ function resolveOptions(opts: ControlLoopOptions): ResolvedOptions {
     rateHz,
     requestLeadMs,
     blendMs,
+    pinLatency: opts.pinLatency === undefined ? false : checkBoolean('pinLatency', opts.pinLatency),
     holdMode,
     stopAfterMs,
     safeAction,
@@ -650,10 +671,15 @@ class Loop {
     this.observationsForwarded++;
     this.chunksRequested++;
     const remainingMs = this.activeChunk === null ? 0 : this.activeChunk.execEndMs - now;
-    this.emit({ kind: 'request', obsSeq: obs.seq, remainingMs, leadMs: this.leadMsValue, timeMs: now });
+    const pinned = this.o.pinLatency ? this.pinsFor(obs, now) : undefined;
+    this.emit(
+      pinned
+        ? { kind: 'request', obsSeq: obs.seq, remainingMs, leadMs: this.leadMsValue, pinnedRows: pinned.rows.length, timeMs: now }
+        : { kind: 'request', obsSeq: obs.seq, remainingMs, leadMs: this.leadMsValue, timeMs: now },
+    );
     let p: Promise<TimedChunk>;
     try {
-      p = Promise.resolve(this.o.policy.requestChunk(obs));
+      p = Promise.resolve(pinned ? this.o.policy.requestChunk(obs, { pinned }) : this.o.policy.requestChunk(obs));
     } catch (error) {
       p = Promise.reject(error);
     }
@@ -667,6 +693,34 @@ class Loop {
         this.inFlight = null;
         this.emit({ kind: 'inference-error', obsSeq: obs.seq, message: `internal: ${errorMessage(error)}`, error, timeMs: this.clock.now() });
       });
+  }
+
+  /** The rows the loop executes from its current source between the observation window and the expected arrival. */
+  private pinsFor(obs: TimedObservation, now: number): PinnedRows | undefined {
+    const src = this.current;
+    const chunk = this.activeChunk;
+    if (src === null || chunk === null || (this.lastSource !== 'chunk' && this.lastSource !== 'blend')) return undefined;
+    const { dtMs, obsHorizon, predHorizon, currentRow } = this.o.info;
+    const expectedMs = this.latencyHistory.count > 0 ? this.latencyHistory.percentiles([0.9])[0]! : dtMs;
+    const arrival = now + expectedMs;
+    const eps = 1e-6 * dtMs;
+    const rows: Float64Array[] = [];
+    let firstRow: number | undefined;
+    // Row j of the new chunk (relative to its observation's row) is chunk row currentRow + j; its
+    // last row always stays free.
+    for (let j = -(obsHorizon - 1); currentRow + j < predHorizon - 1; j++) {
+      const t = obs.timeMs + j * dtMs;
+      if (t >= arrival - eps) break;
+      if (t < chunk.startMs - eps || t > chunk.endMs + eps) {
+        if (firstRow === undefined) continue;
+        break;
+      }
+      firstRow ??= j;
+      const v = new Float64Array(this.dim);
+      src.valueAt(t, v);
+      rows.push(v);
+    }
+    return firstRow === undefined ? undefined : { firstRow, rows };
   }
 
   private onError(error: unknown, obs: TimedObservation): void {

@@ -14,6 +14,23 @@ export interface TimedObservation {
   readonly state: Float64Array;
 }
 
+/**
+ * Actions pinned in a requested chunk: rows[k] (the action's units) becomes the chunk's row
+ * firstRow + k exactly (inpainting), and the rest of the chunk continues from them. Row 0 is the
+ * observation's time; firstRow may be negative, down to -(obsHorizon - 1), to pin actions
+ * executed before it (they condition the chunk but are not returned). The control loop pins the
+ * rows it will still execute from its current chunk until the new one arrives.
+ */
+export interface PinnedRows {
+  readonly firstRow: number;
+  readonly rows: readonly Float64Array[];
+}
+
+/** Per-request options of `ChunkPolicy.requestChunk`. */
+export interface ChunkRequestOptions {
+  readonly pinned?: PinnedRows;
+}
+
 /** A chunk as the policy returns it. */
 export interface TimedChunk {
   /** Seq of the observation it was computed from. */
@@ -55,7 +72,8 @@ export interface ChunkPolicyInfo {
 export interface ChunkPolicy {
   readonly info: ChunkPolicyInfo;
   observe(obs: TimedObservation): void;
-  requestChunk(obs: TimedObservation): Promise<TimedChunk>;
+  /** `opts.pinned`: rows the chunk must start with (policies that cannot pin reject the request). */
+  requestChunk(obs: TimedObservation, opts?: ChunkRequestOptions): Promise<TimedChunk>;
   /** Start a new episode: forget the observation history. */
   reset(): Promise<void>;
   close(): Promise<void>;

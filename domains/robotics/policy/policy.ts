@@ -60,10 +60,22 @@ export interface PredictOptions {
    * queued, for continuity between chunks: pinned[k] fixes chunk step k.
    */
   readonly pinned?: readonly ArrayLike<number>[];
+  /**
+   * Per-window pinned actions (one entry per window, `undefined` for a free window), e.g. for
+   * batches of sessions that each pin their own rows: entry.rows[k] fixes chunk step
+   * entry.fromRow + k. Not combined with `pinned`.
+   */
+  readonly windowPins?: readonly (WindowPins | undefined)[];
   /** Several candidate chunks per window; the one with the lowest total guidance cost is returned. */
   readonly candidates?: number;
   /** Scale of the starting noise (default 1); below 1 the chunk moves toward the policy's modes. */
   readonly temperature?: number;
+}
+
+/** Actions one window pins: rows[k] (raw units) fixes chunk step fromRow + k. */
+export interface WindowPins {
+  readonly fromRow: number;
+  readonly rows: readonly ArrayLike<number>[];
 }
 
 export interface ChunkResult {
@@ -199,22 +211,38 @@ export class DiffusionPolicy {
     });
     if (wrappers.length) den = guide(den, ...wrappers);
     let project: ((x: tf.Tensor, t: number) => tf.Tensor) | undefined;
-    if (opts.pinned && opts.pinned.length > 0) {
-      const Tp = this.config.predHorizon;
-      const A = this.config.actionDim;
-      if (opts.pinned.length > Tp) fail(`pinned: at most ${Tp} actions, received ${opts.pinned.length}`);
-      const known = new Float32Array(Tp * A);
-      const mask = new Float32Array(Tp * A);
-      opts.pinned.forEach((a, k) => {
-        if (!a || a.length !== A) fail(`pinned[${k}]: expected ${A} numbers, received ${a?.length}`);
-        known.set(this.actionNormalizer.normalize(a), k * A);
-        mask.fill(1, k * A, (k + 1) * A);
+    const Tp = this.config.predHorizon;
+    const A = this.config.actionDim;
+    let known: Float32Array | undefined;
+    let mask: Float32Array | undefined;
+    const pinRows = (rows: readonly ArrayLike<number>[], from: number, b: number, what: string): void => {
+      known ??= new Float32Array(batch * Tp * A);
+      mask ??= new Float32Array(batch * Tp * A);
+      if (rows.length + from > Tp) fail(`${what}: at most ${Tp - from} actions from row ${from}, received ${rows.length}`);
+      rows.forEach((a, k) => {
+        if (!a || a.length !== A) fail(`${what}[${k}]: expected ${A} numbers, received ${a?.length}`);
+        for (let i = 0; i < A; i++) if (!Number.isFinite(a[i])) fail(`${what}[${k}][${i}] is ${a[i]}; pinned actions must be finite`);
+        const off = (b * Tp + from + k) * A;
+        known!.set(this.actionNormalizer.normalize(a), off);
+        mask!.fill(1, off, off + A);
       });
-      const knownT = tf.tensor3d(known, [1, Tp, A]);
-      const maskT = tf.tensor3d(mask, [1, Tp, A]);
-      const knownB = tf.tile(knownT, [batch, 1, 1]);
-      const maskB = tf.tile(maskT, [batch, 1, 1]);
-      owned.push(knownT, maskT, knownB, maskB);
+    };
+    if (opts.pinned && opts.pinned.length > 0) {
+      if (opts.windowPins) fail('pinned and windowPins: give one or the other');
+      for (let b = 0; b < batch; b++) pinRows(opts.pinned, 0, b, 'pinned');
+    } else if (opts.windowPins) {
+      if (!Array.isArray(opts.windowPins) || opts.windowPins.length !== windows.length) fail(`windowPins: expected one entry per window (${windows.length}), received ${Array.isArray(opts.windowPins) ? opts.windowPins.length : typeof opts.windowPins}`);
+      opts.windowPins.forEach((p, w) => {
+        if (p === undefined || p.rows.length === 0) return;
+        const from = checkNumber(`windowPins[${w}].fromRow`, p.fromRow, { integer: true, min: 0, max: Tp - 1 });
+        if (!Array.isArray(p.rows)) fail(`windowPins[${w}].rows: expected an array of actions`);
+        pinRows(p.rows, from, w, `windowPins[${w}].rows`);
+      });
+    }
+    if (known && mask) {
+      const knownB = tf.tensor3d(known, [batch, Tp, A]);
+      const maskB = tf.tensor3d(mask, [batch, Tp, A]);
+      owned.push(knownB, maskB);
       const ip = inpaint({ path: this.path, known: knownB, mask: maskB, rng });
       den = ip.denoiser(den);
       project = ip.project;
@@ -268,7 +296,11 @@ export class DiffusionPolicy {
     let costs: Float32Array | undefined;
     try {
       // Inside the try: a rejected guidance term must not leak the conditioning tensor.
-      const built = this.denoiserFor(cond, expanded, opts, B, rng);
+      const pins = opts.windowPins;
+      if (pins !== undefined && (!Array.isArray(pins) || pins.length !== windows.length)) fail(`windowPins: expected one entry per window (${windows.length}), received ${Array.isArray(pins) ? pins.length : typeof pins}`);
+      // Candidates of a window share its pins.
+      const windowPins = pins === undefined || cands === 1 ? pins : pins.flatMap((p) => Array.from({ length: cands }, () => p));
+      const built = this.denoiserFor(cond, expanded, { ...opts, windowPins }, B, rng);
       dispose = built.dispose;
       const { den, project } = built;
       const x = sample({

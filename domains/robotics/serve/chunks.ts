@@ -2,17 +2,23 @@
 import type { ActionChunkProto, ObservationProtoInit, PolicyInfoProto } from '../../../src/proto/messages.js';
 import { fromTensorProto } from '../../../src/proto/tensor.js';
 import { fail } from '../../../src/util/validate.js';
-import type { ChunkPolicyInfo, TimedChunk, TimedObservation } from '../control/types.js';
+import type { ChunkPolicyInfo, PinnedRows, TimedChunk, TimedObservation } from '../control/types.js';
 
 export function msToNs(ms: number): bigint {
   if (!Number.isFinite(ms) || ms < 0) fail(`time: expected a finite, non-negative number of ms, received ${ms}`);
   return BigInt(Math.round(ms * 1e6));
 }
 
-export function observationMessage(obs: TimedObservation, sessionId: string, historyOnly: boolean, resetHistory = false): ObservationProtoInit {
+export function observationMessage(obs: TimedObservation, sessionId: string, historyOnly: boolean, resetHistory = false, pinned?: PinnedRows): ObservationProtoInit {
   if (!obs || !(obs.state instanceof Float64Array)) fail('observation: state must be a Float64Array');
   if (!Number.isSafeInteger(obs.seq) || obs.seq < 0) fail(`observation: seq must be a non-negative safe integer, received ${obs.seq}`);
-  return { timestampNs: msToNs(obs.timeMs), seq: obs.seq, state: obs.state, sessionId, historyOnly, resetHistory };
+  const msg: ObservationProtoInit = { timestampNs: msToNs(obs.timeMs), seq: obs.seq, state: obs.state, sessionId, historyOnly, resetHistory };
+  if (pinned === undefined || pinned.rows.length === 0) return msg;
+  if (!Array.isArray(pinned.rows) || !pinned.rows.every((r) => r instanceof Float64Array)) fail('pinned.rows: expected an array of Float64Array rows');
+  if (!Number.isInteger(pinned.firstRow)) fail(`pinned.firstRow: expected an integer, received ${pinned.firstRow}`);
+  const flat: number[] = [];
+  for (const r of pinned.rows) flat.push(...r);
+  return { ...msg, pinnedActions: flat, pinnedFirstRow: pinned.firstRow };
 }
 
 export function chunkPolicyInfo(info: PolicyInfoProto): ChunkPolicyInfo {

@@ -30,13 +30,14 @@ export const SERVE_USAGE = `usage: scoreflow robot serve [--checkpoint DIR | --e
        scoreflow robot bridge --stdio [--checkpoint DIR | --env E] [...]
        one policy session over stdin/stdout with length-delimited frames
        scoreflow robot drive [--checkpoint DIR | --env E] [--seconds S] [--episodes N] [--seed N] [--rate-hz R]
-          [--blend-ms MS] [--virtual-latency MS [--pin-latency]] [--step-on ticks|timer] [sampling and --guide options as for serve] [--json]
+          [--blend-ms MS] [--pin-latency] [--virtual-latency MS] [--step-on ticks|timer] [sampling and --guide options as for serve] [--json]
        run the environment in real time through the same served policy (worker thread) and the
        RxJS control loop, one loop per episode; prints episodes, successes, collisions, latency.
        --virtual-latency runs the same loop on a virtual clock with the policy answering MS after
        each request (deterministic, faster than real time; --seconds is then virtual time);
        --step-on: the robot's periods start on loop ticks (default) or on its own timer;
-       --pin-latency inpaints each chunk's rows up to its arrival with the previous chunk's rows`;
+       --pin-latency: each request pins the rows the loop executes until the chunk arrives
+       (Observation.pinned_actions), so the new chunk continues what actually happens`;
 
 /** The committed model for an environment: models/<env>-policy at the package root. */
 export function shippedPolicyDir(env: string): string {
@@ -176,9 +177,8 @@ export async function robotDrive(argv: string[]): Promise<number> {
   const episodes = o.episodes === undefined ? undefined : intOpt(o.episodes, 'episodes', 50, 1);
   const virtualLatency = o['virtual-latency'] === undefined ? undefined : numOpt(o['virtual-latency'], 'virtual-latency', 30);
   if (virtualLatency !== undefined && !(virtualLatency >= 0 && virtualLatency <= 10_000)) throw new UsageError(`--virtual-latency: expected a number of ms in [0, 10000], received '${String(o['virtual-latency'])}'`);
-  if (o['pin-latency'] && virtualLatency === undefined) throw new UsageError('--pin-latency needs --virtual-latency (the served policy does not pin yet)');
   const stepOn = o['step-on'] === undefined ? undefined : choiceOpt(o['step-on'], 'step-on', ['ticks', 'timer'] as const, 'ticks');
-  const driveOpts = { rateHz, seconds, seed, ...(stepOn === undefined ? {} : { stepOn }), ...(episodes === undefined ? {} : { maxEpisodes: episodes }), ...(blendMs === undefined ? {} : { blendMs }) };
+  const driveOpts = { rateHz, seconds, seed, ...(stepOn === undefined ? {} : { stepOn }), ...(episodes === undefined ? {} : { maxEpisodes: episodes }), ...(blendMs === undefined ? {} : { blendMs }), ...(o['pin-latency'] ? { pinLatency: true } : {}) };
   const report = (r: DriveResult, head: Record<string, unknown>): void => {
     const out = { event: 'drive', ...head, seed, rateHz, ...r };
     process.stdout.write(
@@ -197,7 +197,7 @@ export async function robotDrive(argv: string[]): Promise<number> {
     const env = await envForPolicy(dp.config);
     try {
       const clock = new VirtualClock(0);
-      const policy = new SimulatedLatencyPolicy(dp, { clock, latencyMs: virtualLatency, dtMs: env.dt * 1000, predict: enginePredictOptions(dp, sampling), seed, pinLatency: Boolean(o['pin-latency']) });
+      const policy = new SimulatedLatencyPolicy(dp, { clock, latencyMs: virtualLatency, dtMs: env.dt * 1000, predict: enginePredictOptions(dp, sampling), seed });
       const r = await driveEnv(env, policy, { ...driveOpts, clock });
       report(r, { env: dp.config.env, virtualLatencyMs: virtualLatency, pinLatency: Boolean(o['pin-latency']), sampler: `${sampling.sampler ?? dp.config.sampler}@${sampling.steps ?? dp.config.samplingSteps}`, temperature: sampling.temperature ?? dp.config.temperature ?? 1, guidance: describeGuidance(sampling.guidance) || null });
     } finally {
@@ -212,7 +212,7 @@ export async function robotDrive(argv: string[]): Promise<number> {
   const env = await envForPolicy(DiffusionPolicy.readConfig(parsed.checkpoint, { env: host.info.env }));
   try {
     const r = await driveEnv(env, policy, driveOpts);
-    report(r, { env: host.info.env, modelVersion: host.info.modelVersion, sampler: `${host.info.sampler}@${host.info.samplingSteps}`, temperature: host.info.temperature, guidance: host.info.guidance || null });
+    report(r, { env: host.info.env, modelVersion: host.info.modelVersion, pinLatency: Boolean(o['pin-latency']), sampler: `${host.info.sampler}@${host.info.samplingSteps}`, temperature: host.info.temperature, guidance: host.info.guidance || null });
   } finally {
     await policy.close();
     host.close();

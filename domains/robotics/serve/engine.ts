@@ -18,6 +18,8 @@ import type { BackendName } from '../../../src/backend/backend.js';
 import { startModuleWorker } from '../../../src/util/moduleWorker.js';
 import { checkNumber, fail } from '../../../src/util/validate.js';
 import type { BoxSpec } from '../env/types.js';
+import type { PinnedRows } from '../control/types.js';
+import { checkPinnedRows } from '../control/pins.js';
 import type { DiffusionPolicy, PredictOptions } from '../policy/policy.js';
 import { checkGuidanceConfig, describeGuidance, guidancePredictOptions, type GuidanceConfig } from '../guidance/config.js';
 import type { SamplerName } from '../../../src/sample/registry.js';
@@ -55,10 +57,16 @@ export interface EngineResult {
   readonly latencyMs: number;
 }
 
+/** Actions a client pins in the chunk it asks for (see `PinnedRows`). */
+export type ChunkPins = PinnedRows;
+
 export interface InferenceEngine {
   readonly info: EngineInfo;
-  /** One chunk per window; every window holds exactly obsHorizon observations, oldest first. */
-  predict(windows: readonly (readonly Float64Array[])[], seed: number): Promise<EngineResult>;
+  /**
+   * One chunk per window; every window holds exactly obsHorizon observations, oldest first.
+   * `pins`, when given, has one entry per window (undefined: nothing pinned).
+   */
+  predict(windows: readonly (readonly Float64Array[])[], seed: number, pins?: readonly (ChunkPins | undefined)[]): Promise<EngineResult>;
   close(): Promise<void>;
 }
 
@@ -142,6 +150,18 @@ function checkWindows(info: EngineInfo, windows: readonly (readonly Float64Array
   });
 }
 
+function checkPinsList(info: EngineInfo, windows: number, pins: readonly (ChunkPins | undefined)[] | undefined): void {
+  if (pins === undefined) return;
+  if (!Array.isArray(pins) || pins.length !== windows) fail(`predict: pins must have one entry per window (${windows}), received ${Array.isArray(pins) ? pins.length : typeof pins}`);
+  pins.forEach((p, b) => p !== undefined && checkPinnedRows({ obsHorizon: info.obsHorizon, rows: info.rows, actionDim: info.actionDim }, p, `predict: pins[${b}]`));
+}
+
+/** Engine pins (rows relative to the observation) as the policy's full-chunk window pins. */
+export function windowPinsFor(obsHorizon: number, pins: readonly (ChunkPins | undefined)[] | undefined): PredictOptions['windowPins'] {
+  if (!pins || pins.every((p) => p === undefined || p.rows.length === 0)) return undefined;
+  return pins.map((p) => (p === undefined || p.rows.length === 0 ? undefined : { fromRow: obsHorizon - 1 + p.firstRow, rows: p.rows }));
+}
+
 /** Runs a loaded policy on the calling thread. */
 export class InlineEngine implements InferenceEngine {
   readonly info: EngineInfo;
@@ -157,9 +177,11 @@ export class InlineEngine implements InferenceEngine {
     this.info = engineInfo(policy, spec, dt, { policyId: ids.policyId ?? policy.config.env, modelVersion: ids.modelVersion ?? 'in-memory' }, sampling);
   }
 
-  async predict(windows: readonly (readonly Float64Array[])[], seed: number): Promise<EngineResult> {
+  async predict(windows: readonly (readonly Float64Array[])[], seed: number, pins?: readonly (ChunkPins | undefined)[]): Promise<EngineResult> {
     checkWindows(this.info, windows);
-    const r = this.policy.predictChunks(windows, { ...this.predictOpts, seed });
+    checkPinsList(this.info, windows.length, pins);
+    const windowPins = windowPinsFor(this.info.obsHorizon, pins);
+    const r = this.policy.predictChunks(windows, { ...this.predictOpts, seed, ...(windowPins ? { windowPins } : {}) });
     return { chunks: r.chunks.map((c) => trimChunk(c, this.info.obsHorizon, this.info.actionDim)), latencyMs: r.latencyMs };
   }
 
@@ -177,7 +199,7 @@ export interface WorkerEngineOptions extends SamplingOverride {
 }
 
 /** Messages between WorkerEngine and inferenceWorker.ts. */
-export type WorkerRequest = { type: 'predict'; id: number; windows: Float64Array[][]; seed: number };
+export type WorkerRequest = { type: 'predict'; id: number; windows: Float64Array[][]; seed: number; pins?: (ChunkPins | undefined)[] };
 export type WorkerReply =
   | { type: 'ready'; info: EngineInfo }
   | { type: 'result'; id: number; chunks: Float32Array[]; latencyMs: number }
@@ -254,14 +276,21 @@ export class WorkerEngine implements InferenceEngine {
     return this.ready;
   }
 
-  async predict(windows: readonly (readonly Float64Array[])[], seed: number): Promise<EngineResult> {
+  async predict(windows: readonly (readonly Float64Array[])[], seed: number, pins?: readonly (ChunkPins | undefined)[]): Promise<EngineResult> {
     if (this.closing) fail('predict: engine is closed');
     checkWindows(this.info, windows);
+    checkPinsList(this.info, windows.length, pins);
     await this.ready;
     const id = this.nextId++;
     return new Promise<EngineResult>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      const msg: WorkerRequest = { type: 'predict', id, windows: windows.map((w) => w.map((o) => Float64Array.from(o))), seed };
+      const msg: WorkerRequest = {
+        type: 'predict',
+        id,
+        windows: windows.map((w) => w.map((o) => Float64Array.from(o))),
+        seed,
+        ...(pins ? { pins: pins.map((p) => (p === undefined ? undefined : { firstRow: p.firstRow, rows: p.rows.map((r) => Float64Array.from(r)) })) } : {}),
+      };
       this.worker.postMessage(msg);
     });
   }

@@ -13,7 +13,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { PolicyInfoProto } from '../../../src/proto/messages.js';
 import { decode, encode } from '../../../src/proto/registry.js';
 import { checkNumber, fail } from '../../../src/util/validate.js';
-import type { ChunkPolicy, ChunkPolicyInfo, TimedChunk, TimedObservation } from '../control/types.js';
+import type { ChunkPolicy, ChunkPolicyInfo, ChunkRequestOptions, TimedChunk, TimedObservation } from '../control/types.js';
 import { chunkPolicyInfo, observationMessage, timedChunk } from './chunks.js';
 import { policyServiceDefinition } from './grpcServer.js';
 
@@ -183,11 +183,11 @@ export class RemotePolicy implements ChunkPolicy {
     this.stream?.write(msg);
   }
 
-  requestChunk(obs: TimedObservation): Promise<TimedChunk> {
+  requestChunk(obs: TimedObservation, opts?: ChunkRequestOptions): Promise<TimedChunk> {
     if (this.closed) return Promise.reject(new Error('requestChunk: policy is closed'));
     let msg: Uint8Array;
     try {
-      msg = encode('scoreflow.v1.Observation', observationMessage(obs, this.sessionId, false, this.resetPending));
+      msg = encode('scoreflow.v1.Observation', observationMessage(obs, this.sessionId, false, this.resetPending, opts?.pinned));
       this.resetPending = false;
     } catch (err) {
       return Promise.reject(err as Error);

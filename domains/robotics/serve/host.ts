@@ -15,7 +15,8 @@ import { randomUUID } from 'node:crypto';
 import type { ActionChunkProtoInit, ObservationProto, PolicyInfoProtoInit } from '../../../src/proto/messages.js';
 import { fromTensorProto } from '../../../src/proto/tensor.js';
 import { checkNumber, fail } from '../../../src/util/validate.js';
-import type { EngineInfo, InferenceEngine } from './engine.js';
+import { checkPinnedRows } from '../control/pins.js';
+import type { ChunkPins, EngineInfo, InferenceEngine } from './engine.js';
 
 /** Why a session was ended; names are gRPC status code names. */
 export type SessionErrorCode = 'INVALID_ARGUMENT' | 'RESOURCE_EXHAUSTED' | 'NOT_FOUND' | 'INTERNAL' | 'UNAVAILABLE' | 'ALREADY_EXISTS' | 'DEADLINE_EXCEEDED';
@@ -69,6 +70,7 @@ interface Waiting {
   readonly seq: bigint;
   readonly timestampNs: bigint;
   readonly window: Float64Array[];
+  readonly pins?: ChunkPins;
 }
 
 export class PolicyHost {
@@ -208,6 +210,7 @@ export class PolicyHost {
       .predict(
         batch.map((w) => w.window),
         seed,
+        batch.some((w) => w.pins) ? batch.map((w) => w.pins) : undefined,
       )
       .then(
         (r) => {
@@ -287,8 +290,10 @@ export class HostSession {
     if (this.onDrained) return new SessionError('INVALID_ARGUMENT', 'observation after the client finished its stream');
     this.lastActivityMs = performance.now();
     let state: Float64Array;
+    let pins: ChunkPins | undefined;
     try {
       state = this.validate(obs);
+      pins = this.validatePins(obs);
     } catch (err) {
       const e = err instanceof SessionError ? err : new SessionError('INVALID_ARGUMENT', (err as Error).message);
       this.fail(e);
@@ -306,7 +311,7 @@ export class HostSession {
       // Pad a short history by repeating its oldest observation (as at an episode's start).
       const window = this.history.slice(-To);
       while (window.length < To) window.unshift(window[0]!);
-      this.host.enqueue({ session: this, seq: obs.seq, timestampNs: obs.timestampNs, window });
+      this.host.enqueue({ session: this, seq: obs.seq, timestampNs: obs.timestampNs, window, ...(pins ? { pins } : {}) });
     }
     return undefined;
   }
@@ -361,6 +366,26 @@ export class HostSession {
       out[i] = v;
     }
     return out;
+  }
+
+  /** Observation.pinned_actions as engine pins (undefined when none). */
+  private validatePins(obs: ObservationProto): ChunkPins | undefined {
+    const flat = obs.pinnedActions ?? [];
+    if (flat.length === 0) {
+      if (obs.pinnedFirstRow) throw new SessionError('INVALID_ARGUMENT', `pinned_first_row is ${obs.pinnedFirstRow} but pinned_actions is empty`);
+      return undefined;
+    }
+    if (obs.historyOnly) throw new SessionError('INVALID_ARGUMENT', 'pinned_actions: not allowed on a history_only observation (no chunk is computed for it)');
+    const { actionDim } = this.host.info;
+    if (flat.length % actionDim !== 0) throw new SessionError('INVALID_ARGUMENT', `pinned_actions: expected a multiple of action_dim ${actionDim} values (rows x action_dim), received ${flat.length}`);
+    const rows = Array.from({ length: flat.length / actionDim }, (_, k) => Float64Array.from(flat.slice(k * actionDim, (k + 1) * actionDim)));
+    const pins = { firstRow: obs.pinnedFirstRow ?? 0, rows };
+    try {
+      checkPinnedRows(this.host.info, pins, 'pinned');
+    } catch (err) {
+      throw new SessionError('INVALID_ARGUMENT', (err as Error).message.replace(/^pinned\.firstRow/, 'pinned_first_row').replace(/^pinned\.rows/, 'pinned_actions'));
+    }
+    return pins;
   }
 
   deliver(msg: ActionChunkProtoInit): void {

@@ -6,7 +6,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { setBackend, type BackendName } from '../../../src/backend/backend.js';
 import { envForPolicy } from '../envs.js';
 import { DiffusionPolicy } from '../policy/policy.js';
-import { engineInfo, enginePredictOptions, trimChunk, type WorkerEngineOptions, type WorkerReply, type WorkerRequest } from './engine.js';
+import { engineInfo, enginePredictOptions, trimChunk, windowPinsFor, type WorkerEngineOptions, type WorkerReply, type WorkerRequest } from './engine.js';
 
 const port = parentPort;
 if (!port) throw new Error('inferenceWorker.ts must run in a worker thread');
@@ -31,7 +31,8 @@ try {
   port.on('message', (m: WorkerRequest) => {
     if (m.type !== 'predict') return;
     try {
-      const r = policy.predictChunks(m.windows, { ...predictOpts, seed: m.seed });
+      const windowPins = windowPinsFor(info.obsHorizon, m.pins);
+      const r = policy.predictChunks(m.windows, { ...predictOpts, seed: m.seed, ...(windowPins ? { windowPins } : {}) });
       const chunks = r.chunks.map((c) => trimChunk(c, info.obsHorizon, info.actionDim));
       post({ type: 'result', id: m.id, chunks, latencyMs: r.latencyMs }, chunks.map((c) => c.buffer as ArrayBuffer));
     } catch (err) {

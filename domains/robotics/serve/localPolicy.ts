@@ -4,7 +4,7 @@
  * time). It goes through the same validation, history and batching as remote clients.
  */
 import { decode, encode } from '../../../src/proto/registry.js';
-import type { ChunkPolicy, ChunkPolicyInfo, TimedChunk, TimedObservation } from '../control/types.js';
+import type { ChunkPolicy, ChunkPolicyInfo, ChunkRequestOptions, TimedChunk, TimedObservation } from '../control/types.js';
 import { chunkPolicyInfo, observationMessage, timedChunk } from './chunks.js';
 import { HostSession, PolicyHost, SessionError } from './host.js';
 
@@ -43,8 +43,8 @@ export class LocalPolicy implements ChunkPolicy {
     });
   }
 
-  private push(obs: TimedObservation, historyOnly: boolean): SessionError | undefined {
-    const msg = decode('scoreflow.v1.Observation', encode('scoreflow.v1.Observation', observationMessage(obs, '', historyOnly, this.resetPending)));
+  private push(obs: TimedObservation, historyOnly: boolean, opts?: ChunkRequestOptions): SessionError | undefined {
+    const msg = decode('scoreflow.v1.Observation', encode('scoreflow.v1.Observation', observationMessage(obs, '', historyOnly, this.resetPending, opts?.pinned)));
     this.resetPending = false;
     return this.session.push(msg);
   }
@@ -54,12 +54,17 @@ export class LocalPolicy implements ChunkPolicy {
     this.push(obs, true);
   }
 
-  requestChunk(obs: TimedObservation): Promise<TimedChunk> {
+  requestChunk(obs: TimedObservation, opts?: ChunkRequestOptions): Promise<TimedChunk> {
     if (this.closed) return Promise.reject(new Error('requestChunk: policy is closed'));
     this.waiter?.reject(new Error(`superseded by observation ${obs.seq}`));
     return new Promise<TimedChunk>((resolve, reject) => {
       this.waiter = { seq: obs.seq, resolve, reject };
-      const err = this.push(obs, false);
+      let err: SessionError | undefined;
+      try {
+        err = this.push(obs, false, opts);
+      } catch (e) {
+        err = new SessionError('INVALID_ARGUMENT', (e as Error).message);
+      }
       if (err && this.waiter?.seq === obs.seq) {
         this.waiter = undefined;
         reject(err);
