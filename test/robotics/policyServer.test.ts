@@ -131,6 +131,14 @@ describe('gRPC PolicyService', () => {
     const b = await policy.requestChunk({ timeMs: 210, seq: 3, state: state(3) });
     expect(Array.from(b.actions[0]!)).toEqual([3, 3]);
     expect(Array.from(b.actions[14]!)).toEqual([17, 17]);
+    // Pinned rows travel as Observation.pinned_actions / pinned_first_row and come back in place.
+    const pinned = { firstRow: -1, rows: [Float64Array.of(-1, -2), Float64Array.of(7.5, 8.5), Float64Array.of(9.25, 10.25)] };
+    const c = await policy.requestChunk({ timeMs: 310, seq: 4, state: state(4) }, { pinned });
+    expect(engine.lastPins).toEqual([pinned]);
+    expect(Array.from(c.actions[0]!)).toEqual([7.5, 8.5]);
+    expect(Array.from(c.actions[1]!)).toEqual([9.25, 10.25]);
+    expect(Array.from(c.actions[2]!)).toEqual([5, 6]);
+    await expect(policy.requestChunk({ timeMs: 410, seq: 5, state: state(5) }, { pinned: { firstRow: 0, rows: [Float64Array.of(1, 2, 3)] } })).rejects.toThrow(/pinned_actions: expected a multiple of action_dim 2/);
     await policy.close();
     client.close();
   });
