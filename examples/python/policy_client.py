@@ -20,9 +20,10 @@ What it does:
    shape [pred_horizon, action_dim] = [15, 2], finite values, obs_seq, session_id, dt,
    start_timestamp_ns) and its round trip (observation sent -> chunk received) is timed.
 3. Reset on the live session (its history is cleared).
-4. Error path: a second Act stream sends a state of the wrong length and must be ended with
-   INVALID_ARGUMENT whose message names the expected length. Then the first session must still
-   answer a new chunk request, and is closed cleanly.
+4. Error path: a second Act stream sends a state of the wrong length; the server must reject
+   that observation (an ActionChunk with error_code INVALID_ARGUMENT whose message names the
+   expected length, no actions) and go on answering the same stream. Then the first session must
+   still answer a new chunk request, and is closed cleanly.
 
 THE "ROBOT" IS A STAND-IN, NOT PUSH-T PHYSICS. `StandInRobot` below is a few lines of kinematics
 so that the example is self-contained: the agent moves toward the commanded (x, y) position at a
@@ -313,6 +314,8 @@ class Client:
             raise CheckFailed(f"Act stream failed after observation {obs.seq}: {value.code().name}: {value.details()}")
         if kind == "end":
             raise CheckFailed(f"Act stream ended without answering observation {obs.seq}")
+        if value.error_code:
+            raise CheckFailed(f"observation {obs.seq} was rejected: {value.error_code}: {value.error_message}")
         rows = decode_actions(self.tensor_pb2, info, value, obs.seq, obs.timestamp_ns, self.session_id)
         return rows, rtt_ms, value
 
@@ -348,25 +351,38 @@ class Client:
     # -- error path ----------------------------------------------------------------------------
 
     def malformed_observation(self, info):
-        """A state one element short on a second stream must end it with INVALID_ARGUMENT."""
+        """A state one element short on a second stream is rejected (a chunk with error_code
+        INVALID_ARGUMENT naming the expected length, no actions); that stream goes on and answers
+        the next, valid observation."""
         n = int(info.observation.shape[0])
         stream = ActStream(self.channel, self.robot_pb2, self.args.timeout)
-        bad = self.robot_pb2.Observation(timestamp_ns=1, seq=1, state=[100.0] * (n - 1), session_id=f"{self.session_id}-bad")
-        stream.send(bad)
-        kind, value = stream.next()
-        stream.close()
-        if kind == "chunk":
+        session = f"{self.session_id}-bad"
+        try:
+            bad = self.robot_pb2.Observation(timestamp_ns=1, seq=1, state=[100.0] * (n - 1), session_id=session)
+            stream.send(bad)
+            kind, value = stream.next()
+            if kind == "error":
+                raise CheckFailed(f"a state of length {n - 1} ended the stream ({value.code().name}: {value.details()}) instead of being rejected")
+            if kind == "end":
+                raise CheckFailed(f"a state of length {n - 1} ended the stream with OK instead of being rejected")
+            if value.error_code != "INVALID_ARGUMENT" or value.obs_seq != 1 or value.HasField("actions"):
+                raise CheckFailed(f"a state of length {n - 1} gave error_code {value.error_code!r} for obs_seq {value.obs_seq} (actions set: {value.HasField('actions')}), expected an INVALID_ARGUMENT rejection of obs_seq 1")
+            if str(n) not in value.error_message:
+                raise CheckFailed(f"the rejection does not mention the expected length {n}: {value.error_message!r}")
+            self.log(f"malformed observation (state of {n - 1} values) rejected: {value.error_code}: {value.error_message}")
+            # The same stream goes on: a valid observation is answered.
+            stream.send(self.robot_pb2.Observation(timestamp_ns=2, seq=2, state=[100.0] * n, session_id=session))
+            kind, after = stream.next()
+            if kind != "chunk" or after.error_code or after.obs_seq != 2:
+                raise CheckFailed(f"after the rejection the stream did not answer observation 2 with a chunk ({kind}: {after!r})")
+            stream.close()
+            kind, _ = stream.next()
+            if kind != "end":
+                raise CheckFailed(f"the stream did not end cleanly after the rejection ({kind})")
+        except BaseException:
             stream.cancel()
-            raise CheckFailed(f"a state of length {n - 1} was answered with a chunk instead of INVALID_ARGUMENT")
-        if kind == "end":
-            raise CheckFailed(f"a state of length {n - 1} ended the stream with OK instead of INVALID_ARGUMENT")
-        code, details = value.code(), value.details() or ""
-        if code != self.grpc.StatusCode.INVALID_ARGUMENT:
-            raise CheckFailed(f"a state of length {n - 1} gave {code.name} ({details!r}), expected INVALID_ARGUMENT")
-        if str(n) not in details:
-            raise CheckFailed(f"INVALID_ARGUMENT message does not mention the expected length {n}: {details!r}")
-        self.log(f"malformed observation (state of {n - 1} values): {code.name}: {details}")
-        return {"code": code.name, "message": details}
+            raise
+        return {"code": value.error_code, "message": value.error_message}
 
     # -- all of it -------------------------------------------------------------------------------
 

@@ -91,6 +91,8 @@ export interface ActionChunkProtoInit {
   policyId?: string;
   inferenceLatencyMs?: number;
   sessionId?: string;
+  errorCode?: string;
+  errorMessage?: string;
 }
 export interface ActionChunkProto {
   startTimestampNs: bigint;
@@ -101,6 +103,9 @@ export interface ActionChunkProto {
   policyId: string;
   inferenceLatencyMs: number;
   sessionId: string;
+  /** Non-empty when the observation obs_seq was rejected (no actions then). */
+  errorCode: string;
+  errorMessage: string;
 }
 
 /** scoreflow.v1.Action */

@@ -36,6 +36,8 @@ const chunk: Required<ActionChunkProtoInit> = {
   policyId: 'pusht@v3',
   inferenceLatencyMs: 12.5,
   sessionId: 'robot-1',
+  errorCode: 'INVALID_ARGUMENT',
+  errorMessage: 'state[2] is NaN',
 };
 const action: Required<ActionProtoInit> = { timestampNs: 5, values: [1, 2] };
 const episode: Required<EpisodeProtoInit> = {

@@ -234,8 +234,6 @@ describe('TCP bridge', () => {
   const BAD: [string, Uint8Array, string, RegExp][] = [
     ['malformed protobuf in a valid frame', encodeFrame(Uint8Array.of(0x0a, 0xff, 0xff, 0xff)), 'INVALID_ARGUMENT', /^malformed BridgeRequest \(4 bytes\): ./],
     ['an empty BridgeRequest', encodeFrame(new Uint8Array(0)), 'INVALID_ARGUMENT', /^empty BridgeRequest: set one of observation, info, reset$/],
-    ['a state of the wrong length', frame({ observation: { seq: 1, state: [1, 2, 3] } }), 'INVALID_ARGUMENT', /^state: expected 5 values \(agent_x, agent_y, block_x, block_y, block_angle\), received 3$/],
-    ['a NaN in the state', frame({ observation: { seq: 1, state: [1, 2, NaN, 4, 5] } }), 'INVALID_ARGUMENT', /^state\[2\] \(block_x\) is NaN; observations must be finite$/],
     // varint 5000 = 0x88 0x27; the body is never sent: the prefix alone is refused.
     ['a frame declaring more than maxMessageBytes', Uint8Array.of(0x88, 0x27), 'RESOURCE_EXHAUSTED', /^bad frame: frame at byte 0 declares 5000 bytes, over the 4096-byte limit$/],
     ['a real message above maxMessageBytes', frame({ observation: { seq: 1, state: new Float64Array(600) } }), 'RESOURCE_EXHAUSTED', /^bad frame: frame at byte 0 declares 48\d\d bytes, over the 4096-byte limit$/],
@@ -260,6 +258,28 @@ describe('TCP bridge', () => {
     expect(c2.obsSeq).toBe(2n);
     expect(actions(c2).data).toEqual(echo(1, 2));
     healthy.close();
+    await expectAllClosed();
+  });
+
+  it.each([
+    ['a state of the wrong length', frame({ observation: { seq: 2, timestampNs: 2_000_000n, state: [1, 2, 3] } }), /^state: expected 5 values \(agent_x, agent_y, block_x, block_y, block_angle\), received 3$/],
+    ['a NaN in the state', frame({ observation: { seq: 2, timestampNs: 2_000_000n, state: [1, 2, NaN, 4, 5] } }), /^state\[2\] \(block_x\) is NaN; observations must be finite$/],
+  ] as [string, Uint8Array, RegExp][])('answers %s with a rejection chunk; the connection goes on with its history intact', async (_name, bytes, message) => {
+    const c = await BridgeClient.connect(bridge.port);
+    c.socket.write(obsFrame(1, 1));
+    expect((await nextChunk(c)).obsSeq).toBe(1n);
+    const errorsBefore = bridge.stats.errors;
+    c.socket.write(bytes);
+    const rejection = await nextChunk(c);
+    expect(rejection).toMatchObject({ obsSeq: 2n, errorCode: 'INVALID_ARGUMENT', actions: null });
+    expect(rejection.errorMessage).toMatch(message);
+    expect(bridge.stats.errors).toBe(errorsBefore);
+    // The rejected observation never entered the history: the next window is [1, 3].
+    c.socket.write(obsFrame(3, 3));
+    const c3 = await nextChunk(c);
+    expect(c3.obsSeq).toBe(3n);
+    expect(actions(c3).data).toEqual(echo(1, 3));
+    c.close();
     await expectAllClosed();
   });
 

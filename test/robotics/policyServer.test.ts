@@ -167,37 +167,75 @@ describe('gRPC PolicyService', () => {
     engine.delayMs = 5;
   });
 
-  const BAD: [string, (s: ReturnType<typeof rawAct>) => void, number, RegExp][] = [
-    ['a state of the wrong length', (s) => s.send({ seq: 1, state: [1, 2, 3] }), grpc.status.INVALID_ARGUMENT, /expected 5 values.*received 3/],
-    ['a NaN in the state', (s) => s.send({ seq: 1, state: [1, 2, NaN, 4, 5] }), grpc.status.INVALID_ARGUMENT, /state\[2\] \(block_x\) is NaN/],
-    ['an Inf in the state', (s) => s.send({ seq: 1, state: [1, 2, 3, Infinity, 5] }), grpc.status.INVALID_ARGUMENT, /state\[3\].*Infinity/],
-    ['no state', (s) => s.send({ seq: 1 }), grpc.status.INVALID_ARGUMENT, /no state/],
-    ['a tensor of the wrong dtype', (s) => s.send({ seq: 1, tensors: { state: { dtype: 'DTYPE_INT32', shape: [5], data: new Uint8Array(20) } } }), grpc.status.INVALID_ARGUMENT, /dtype must be float32 or float64, received int32/],
-    ['a tensor of the wrong shape', (s) => s.send({ seq: 1, tensors: { state: { dtype: 'DTYPE_FLOAT64', shape: [2, 5], data: new Uint8Array(80) } } }), grpc.status.INVALID_ARGUMENT, /shape must be \[5\], received \[2, 5\]/],
-    ['a tensor whose bytes do not match its shape', (s) => s.send({ seq: 1, tensors: { state: { dtype: 'DTYPE_FLOAT64', shape: [5], data: new Uint8Array(7) } } }), grpc.status.INVALID_ARGUMENT, /tensors\['state'\]/],
-    ['an unknown tensor', (s) => s.send({ seq: 1, state: state(1), tensors: { image: { dtype: 'DTYPE_UINT8', shape: [1], data: new Uint8Array(1) } } }), grpc.status.INVALID_ARGUMENT, /takes only 'state', received 'image'/],
-    ['a sequence number that does not increase', (s) => { s.send({ seq: 5, state: state(1) }); s.send({ seq: 5, state: state(2) }); }, grpc.status.INVALID_ARGUMENT, /seq 5 does not increase/],
-    ['a timestamp going back', (s) => { s.send({ seq: 1, timestampNs: 10, state: state(1) }); s.send({ seq: 2, timestampNs: 9, state: state(2) }); }, grpc.status.INVALID_ARGUMENT, /goes back in time/],
-    ['malformed bytes', (s) => s.sendBytes(new Uint8Array([0x0a, 0xff, 0xff, 0xff])), grpc.status.INVALID_ARGUMENT, /malformed Observation message/],
-    ['a message above the size limit', (s) => s.send({ seq: 1, state: new Float64Array(1000) }), grpc.status.RESOURCE_EXHAUSTED, /./],
+  // Each bad message follows a good observation (seq 1, t 10, state(1)) on the same stream.
+  const BAD: [string, (s: ReturnType<typeof rawAct>) => void, bigint, RegExp][] = [
+    ['a state of the wrong length', (s) => s.send({ seq: 2, timestampNs: 11, state: [1, 2, 3] }), 2n, /expected 5 values.*received 3/],
+    ['a NaN in the state', (s) => s.send({ seq: 2, timestampNs: 11, state: [1, 2, NaN, 4, 5] }), 2n, /state\[2\] \(block_x\) is NaN/],
+    ['an Inf in the state', (s) => s.send({ seq: 2, timestampNs: 11, state: [1, 2, 3, Infinity, 5] }), 2n, /state\[3\].*Infinity/],
+    ['no state', (s) => s.send({ seq: 2, timestampNs: 11 }), 2n, /no state/],
+    ['a tensor of the wrong dtype', (s) => s.send({ seq: 2, timestampNs: 11, tensors: { state: { dtype: 'DTYPE_INT32', shape: [5], data: new Uint8Array(20) } } }), 2n, /dtype must be float32 or float64, received int32/],
+    ['a tensor of the wrong shape', (s) => s.send({ seq: 2, timestampNs: 11, tensors: { state: { dtype: 'DTYPE_FLOAT64', shape: [2, 5], data: new Uint8Array(80) } } }), 2n, /shape must be \[5\], received \[2, 5\]/],
+    ['a tensor whose bytes do not match its shape', (s) => s.send({ seq: 2, timestampNs: 11, tensors: { state: { dtype: 'DTYPE_FLOAT64', shape: [5], data: new Uint8Array(7) } } }), 2n, /tensors\['state'\]/],
+    ['an unknown tensor', (s) => s.send({ seq: 2, timestampNs: 11, state: state(2), tensors: { image: { dtype: 'DTYPE_UINT8', shape: [1], data: new Uint8Array(1) } } }), 2n, /takes only 'state', received 'image'/],
+    ['a sequence number that does not increase', (s) => s.send({ seq: 1, timestampNs: 11, state: state(2) }), 1n, /seq 1 does not increase \(previous 1\)/],
+    ['a timestamp going back', (s) => s.send({ seq: 2, timestampNs: 9, state: state(2) }), 2n, /goes back in time/],
+    ['bad pins', (s) => s.send({ seq: 2, timestampNs: 11, state: state(2), pinnedActions: [1, 2, 3] }), 2n, /pinned_actions: expected a multiple of action_dim 2/],
+    ['malformed bytes', (s) => s.sendBytes(new Uint8Array([0x0a, 0xff, 0xff, 0xff])), 0n, /malformed Observation message/],
   ];
 
-  it.each(BAD)('rejects %s with a clear status and keeps serving others', async (_name, act, code, re) => {
+  it.each(BAD)('rejects %s with a rejection chunk; that stream and the others go on, losing nothing', async (_name, act, seq, re) => {
     const healthy = rawAct(server.address);
     healthy.send({ seq: 1, state: state(1) });
     await healthy.next(1);
     const bad = rawAct(server.address);
+    bad.send({ seq: 1, timestampNs: 10, state: state(1) });
+    await bad.next(1);
+    const before = host.stats().observationsRejected;
     act(bad);
-    const st = await bad.status;
-    expect(st.code).toBe(code);
-    expect(st.details).toMatch(re);
+    const rejection = await bad.next(2);
+    expect(rejection).toMatchObject({ errorCode: 'INVALID_ARGUMENT', obsSeq: seq, actions: null });
+    expect(rejection.errorMessage).toMatch(re);
+    expect(host.stats().observationsRejected).toBe(before + (seq === 0n ? 0 : 1));
+    // The same stream goes on, and the bad message never entered its history: the next window is
+    // [state(1), state(7)] (EchoEngine rows echo the window's agent_x).
+    bad.send({ seq: 10, timestampNs: 20, state: state(7) });
+    const next = await bad.next(3);
+    expect(next.errorCode).toBe('');
+    expect(Array.from(fromTensorProto(next.actions!).data as Float32Array).slice(0, 2)).toEqual([1, 7]);
+    healthy.send({ seq: 2, state: state(2) });
+    expect((await healthy.next(2)).obsSeq).toBe(2n);
+    for (const s of [healthy, bad]) {
+      s.end();
+      expect((await s.status).code).toBe(grpc.status.OK);
+      s.close();
+    }
+    expect(host.stats().sessions).toBe(0);
+  });
+
+  it('ends a stream whose message is above the size limit with RESOURCE_EXHAUSTED; others go on', async () => {
+    const healthy = rawAct(server.address);
+    healthy.send({ seq: 1, state: state(1) });
+    await healthy.next(1);
+    const bad = rawAct(server.address);
+    bad.send({ seq: 1, state: new Float64Array(1000) });
+    expect((await bad.status).code).toBe(grpc.status.RESOURCE_EXHAUSTED);
     healthy.send({ seq: 2, state: state(2) });
     expect((await healthy.next(2)).obsSeq).toBe(2n);
     healthy.end();
     expect((await healthy.status).code).toBe(grpc.status.OK);
     bad.close();
     healthy.close();
-    expect(host.stats().sessions).toBe(0);
+  });
+
+  it('a session_id that changes mid-stream ends that stream with INVALID_ARGUMENT', async () => {
+    const s = rawAct(server.address);
+    s.send({ seq: 1, state: state(1), sessionId: 'arm-1' });
+    await s.next(1);
+    s.send({ seq: 2, state: state(2), sessionId: 'arm-2' });
+    const st = await s.status;
+    expect(st.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(st.details).toMatch(/session_id changed mid-stream from 'arm-1' to 'arm-2'/);
+    s.close();
   });
 
   it('refuses sessions above the limit with RESOURCE_EXHAUSTED and frees slots on disconnect', async () => {
@@ -219,19 +257,21 @@ describe('gRPC PolicyService', () => {
     [...open, extra, again].forEach((s) => s.close());
   });
 
-  it('an engine failure ends the affected streams with INTERNAL; the server keeps serving', async () => {
+  it('an engine failure rejects the requests it held with INTERNAL; the streams and the server go on', async () => {
     const s = rawAct(server.address);
-    engine.failNext = true;
     s.send({ seq: 1, state: state(1) });
-    const st = await s.status;
-    expect(st.code).toBe(grpc.status.INTERNAL);
-    expect(st.details).toMatch(/simulated engine failure/);
-    const t = rawAct(server.address);
-    t.send({ seq: 1, state: state(1) });
-    await t.next(1);
-    t.cancel();
+    await s.next(1);
+    engine.failNext = true;
+    s.send({ seq: 2, state: state(2) });
+    const rejection = await s.next(2);
+    expect(rejection).toMatchObject({ errorCode: 'INTERNAL', obsSeq: 2n, actions: null });
+    expect(rejection.errorMessage).toMatch(/inference failed: simulated engine failure/);
+    // The failed request's observation stayed in the history: the next window is [state(2), state(3)].
+    s.send({ seq: 3, state: state(3) });
+    expect(Array.from(fromTensorProto((await s.next(3)).actions!).data as Float32Array).slice(0, 2)).toEqual([2, 3]);
+    s.end();
+    expect((await s.status).code).toBe(grpc.status.OK);
     s.close();
-    t.close();
   });
 
   it('1000 connect/disconnect cycles leave sessions, memory and handles flat', async () => {

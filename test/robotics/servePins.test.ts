@@ -76,16 +76,21 @@ describe('served chunks honour pinned rows', () => {
     await expect(req(1, pins(0, 15))).rejects.toThrow(/pinned_actions: at most 14 rows from row 0 \(the chunk has 15 rows and one must stay free\)/);
     await expect(req(2, { firstRow: 0, rows: [Float64Array.of(0, NaN, 0)] })).rejects.toThrow(/pinned_actions\[0\]\[1\] is NaN; pinned actions must be finite/);
     // On the wire: a flat list that is not whole rows, pins on a history-only observation, a row with no actions.
+    // A rejected observation is answered with a rejection chunk; the session stays open.
     const raw = (extra: object) => {
-      let err: Error | undefined;
-      const s = host.openSession({ chunk: () => undefined, error: (e) => (err = e) });
+      let rejected: string | undefined;
+      let ended = false;
+      const s = host.openSession({ chunk: (m) => (rejected = `${m.errorCode}: ${m.errorMessage}`), error: () => (ended = true) });
       s.push({ timestampNs: 0n, seq: 0n, state: Array.from(obs[0]!), tensors: {}, sessionId: '', historyOnly: false, resetHistory: false, pinnedActions: [], pinnedFirstRow: 0, ...extra });
-      return err?.message;
+      expect(ended).toBe(false);
+      expect(s.open).toBe(true);
+      s.close();
+      return rejected;
     };
-    expect(raw({ pinnedActions: [1, 2, 3, 4] })).toMatch(/pinned_actions: expected a multiple of action_dim 3 values/);
+    expect(raw({ pinnedActions: [1, 2, 3, 4] })).toMatch(/^INVALID_ARGUMENT: pinned_actions: expected a multiple of action_dim 3 values/);
     expect(raw({ pinnedActions: [1, 2, 3], historyOnly: true })).toMatch(/not allowed on a history_only observation/);
     expect(raw({ pinnedFirstRow: -1 })).toMatch(/pinned_first_row is -1 but pinned_actions is empty/);
-    // The policy replaced its failed session: a good request is answered.
+    // The same session answers a good request.
     const ok = await req(10, pins(0, 3));
     expectRowsPinned(ok, pins(0, 3));
     await p.close();

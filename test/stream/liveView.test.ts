@@ -104,6 +104,8 @@ const chunk: Required<ActionChunkProtoInit> = {
   policyId: 'pusht-dp@3f2a',
   inferenceLatencyMs: 12.5,
   sessionId: 'robot-7',
+  errorCode: '',
+  errorMessage: '',
 };
 
 function expectChunk(obj: Record<string, unknown>, c: Required<ActionChunkProtoInit>): void {
@@ -116,6 +118,8 @@ function expectChunk(obj: Record<string, unknown>, c: Required<ActionChunkProtoI
     policyId: c.policyId,
     inferenceLatencyMs: c.inferenceLatencyMs,
     sessionId: c.sessionId,
+    errorCode: c.errorCode,
+    errorMessage: c.errorMessage,
   });
   expect(actions.dtype).toBe(c.actions.dtype);
   expect(actions.shape).toEqual([...(c.actions.shape as number[])]);

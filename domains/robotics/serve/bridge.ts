@@ -4,9 +4,11 @@
  * varint length followed by one `BridgeRequest` (client) or `BridgeReply` (server) message
  * (proto/service.proto). One connection is one policy session.
  *
- * A framing error, an undecodable message, an invalid observation, or a frame above the size
- * limit gets one `BridgeReply{error}` naming the problem, then the connection closes; other
- * connections are unaffected. A peer that stops reading is disconnected once its unread
+ * An invalid observation is answered with a rejection (`BridgeReply{chunk}` whose ActionChunk
+ * carries `error_code` / `error_message` and no actions) and the session goes on, as on gRPC. A
+ * framing error, an undecodable frame or a frame above the size limit means the byte stream
+ * itself can no longer be trusted: it gets one `BridgeReply{error}` naming the problem, then the
+ * connection closes; other connections are unaffected. A peer that stops reading is disconnected once its unread
  * replies pass `maxPendingBytes`, so the server never buffers without bound.
  */
 import * as net from 'node:net';

@@ -37,7 +37,13 @@ export function chunkPolicyInfo(info: PolicyInfoProto): ChunkPolicyInfo {
   };
 }
 
+/** The error a rejection chunk (ActionChunk.error_code set) stands for. */
+export function rejectionError(msg: Pick<ActionChunkProto, 'obsSeq' | 'errorCode' | 'errorMessage'>): Error {
+  return new Error(`observation ${msg.obsSeq} rejected by the policy (${msg.errorCode}): ${msg.errorMessage}`);
+}
+
 export function timedChunk(msg: ActionChunkProto, info: ChunkPolicyInfo): TimedChunk {
+  if (msg.errorCode) throw rejectionError(msg);
   if (!msg.actions) fail(`ActionChunk ${msg.obsSeq}: no actions`);
   const t = fromTensorProto(msg.actions);
   if (t.shape.length !== 2 || t.shape[0] !== info.predHorizon || t.shape[1] !== info.actionDim) {

@@ -14,7 +14,7 @@ import type { PolicyInfoProto } from '../../../src/proto/messages.js';
 import { decode, encode } from '../../../src/proto/registry.js';
 import { checkNumber, fail } from '../../../src/util/validate.js';
 import type { ChunkPolicy, ChunkPolicyInfo, ChunkRequestOptions, TimedChunk, TimedObservation } from '../control/types.js';
-import { chunkPolicyInfo, observationMessage, timedChunk } from './chunks.js';
+import { chunkPolicyInfo, observationMessage, rejectionError, timedChunk } from './chunks.js';
 import { policyServiceDefinition } from './grpcServer.js';
 
 export interface PolicyClientOptions {
@@ -127,7 +127,15 @@ export class RemotePolicy implements ChunkPolicy {
       this.backoffMs = this.initialBackoffMs;
       let chunk: TimedChunk;
       try {
-        chunk = timedChunk(decode('scoreflow.v1.ActionChunk', buf), this.info);
+        const msg = decode('scoreflow.v1.ActionChunk', buf);
+        if (msg.errorCode) {
+          // A rejected observation (or a failed inference): the stream goes on. obs_seq 0 is a
+          // message the server could not read, so it may be the request being waited for.
+          const seq = Number(msg.obsSeq);
+          if (this.waiter && (seq === this.waiter.seq || seq === 0)) this.settle(undefined, rejectionError(msg));
+          return;
+        }
+        chunk = timedChunk(msg, this.info);
       } catch (err) {
         this.settle(undefined, new Error(`bad chunk from the server: ${(err as Error).message}`));
         return;

@@ -2,8 +2,10 @@
  * `PolicyService` (proto/service.proto) over gRPC with @grpc/grpc-js.
  *
  * Messages cross grpc-js as raw bytes and are decoded here with the project's protobuf registry,
- * so a malformed message becomes an INVALID_ARGUMENT status naming what was wrong instead of a
- * generic deserialisation failure. Messages above `maxMessageBytes` are refused by grpc-js with
+ * so a malformed message gets an answer naming what was wrong instead of a generic
+ * deserialisation failure: on an Act stream, a rejection chunk (ActionChunk.error_code
+ * INVALID_ARGUMENT, obs_seq 0, since the message could not be read), and the stream goes on, as
+ * it does after an invalid observation (see host.ts). Messages above `maxMessageBytes` are refused by grpc-js with
  * RESOURCE_EXHAUSTED. One Act stream is one `HostSession`; its end, cancellation or error
  * releases the session. Nothing a client sends can throw out of a handler.
  */
@@ -152,7 +154,7 @@ export class PolicyServer {
       try {
         obs = decode('scoreflow.v1.Observation', buf);
       } catch (err) {
-        s.fail(new SessionError('INVALID_ARGUMENT', `malformed Observation message (${buf.length} bytes): ${(err as Error).message}`));
+        s.reject(0n, 0n, new SessionError('INVALID_ARGUMENT', `malformed Observation message (${buf.length} bytes): ${(err as Error).message}`));
         return;
       }
       if (!s.push(obs)) emit({ kind: 'observation', sessionId: s.id, bytes: buf });

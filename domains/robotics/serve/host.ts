@@ -5,6 +5,14 @@
  * the network weights), pushes decoded `Observation` messages, and receives `ActionChunk`
  * messages or one terminal error through its `SessionSink`.
  *
+ * One bad message never ends a session: an invalid observation (wrong length, a non-finite
+ * value, a seq that does not increase, bad pins, ...) is answered with a rejection, an
+ * `ActionChunk` with `error_code` / `error_message` and no actions, and the session goes on as
+ * if it had not been sent (history and sequence checks unchanged; a request already waiting is
+ * still answered). A failed inference is rejected the same way (INTERNAL) for the requests it
+ * held. Only what makes the stream itself unusable ends it: a session_id that changes or is
+ * taken, the session limit, idleness, shutdown.
+ *
  * Scheduling: each session has at most one waiting request, its freshest observation (an older
  * waiting one is superseded and never answered, but stays in the history). Whenever the engine is
  * idle, every waiting request (up to `maxBatch`, oldest first) goes to it as one batch, so
@@ -59,6 +67,8 @@ export interface HostStats {
   readonly chunks: number;
   readonly superseded: number;
   readonly rejected: number;
+  /** Observations answered with a rejection (INVALID_ARGUMENT) instead of a chunk. */
+  readonly observationsRejected: number;
   readonly batches: number;
   readonly batchedRequests: number;
   readonly engineErrors: number;
@@ -82,7 +92,7 @@ export class PolicyHost {
   private busy = false;
   private closed = false;
   private seedCounter = 0;
-  private counters = { sessionsOpened: 0, observations: 0, chunks: 0, superseded: 0, rejected: 0, batches: 0, batchedRequests: 0, engineErrors: 0, idleClosed: 0 };
+  private counters = { sessionsOpened: 0, observations: 0, chunks: 0, superseded: 0, rejected: 0, observationsRejected: 0, batches: 0, batchedRequests: 0, engineErrors: 0, idleClosed: 0 };
   readonly sessionIdleTimeoutMs: number;
   private sweepTimer: NodeJS.Timeout | undefined;
 
@@ -187,6 +197,10 @@ export class PolicyHost {
     this.counters.observations++;
   }
 
+  countRejectedObservation(): void {
+    this.counters.observationsRejected++;
+  }
+
   enqueue(w: Waiting): void {
     if (this.waiting.has(w.session)) this.counters.superseded++;
     w.session.busy = true;
@@ -222,7 +236,7 @@ export class PolicyHost {
             let finite = chunk.length === rows * actionDim;
             for (let i = 0; finite && i < chunk.length; i++) finite = Number.isFinite(chunk[i]!);
             if (!finite) {
-              w.session.fail(new SessionError('INTERNAL', `the policy produced a malformed or non-finite chunk for observation ${w.seq}`));
+              w.session.reject(w.seq, w.timestampNs, new SessionError('INTERNAL', `the policy produced a malformed or non-finite chunk for observation ${w.seq}`));
               return;
             }
             this.counters.chunks++;
@@ -240,7 +254,9 @@ export class PolicyHost {
         (err: Error) => {
           this.counters.engineErrors++;
           for (const w of batch) w.session.busy = this.waiting.has(w.session);
-          for (const w of batch) if (w.session.open) w.session.fail(new SessionError('INTERNAL', `inference failed: ${err.message}`));
+          // The requests are rejected; the sessions and their histories go on (a WorkerEngine
+          // restarts its worker), so the next observation is answered again.
+          for (const w of batch) if (w.session.open) w.session.reject(w.seq, w.timestampNs, new SessionError('INTERNAL', `inference failed: ${err.message}`));
         },
       )
       .finally(() => {
@@ -270,6 +286,8 @@ export class HostSession {
   open = true;
   observations = 0;
   chunks = 0;
+  /** Observations or requests answered with a rejection. */
+  rejections = 0;
   /** A request of this session is waiting or being computed. */
   busy = false;
   lastActivityMs = performance.now();
@@ -282,13 +300,22 @@ export class HostSession {
   ) {}
 
   /**
-   * Validate and take one observation. A bad observation fails the session (its sink gets the
-   * error, the session closes) and returns the error; nothing else is affected.
+   * Validate and take one observation; returns the error when it was not taken. An invalid
+   * observation is rejected (the sink gets an ActionChunk with error_code INVALID_ARGUMENT for
+   * its seq) and the session goes on as if it had not been sent. A session_id that changes
+   * mid-stream or is taken by another stream ends the session (the sink gets the error).
    */
   push(obs: ObservationProto): SessionError | undefined {
     if (!this.open) return new SessionError('UNAVAILABLE', 'session is closed');
     if (this.onDrained) return new SessionError('INVALID_ARGUMENT', 'observation after the client finished its stream');
     this.lastActivityMs = performance.now();
+    try {
+      this.checkSessionId(obs);
+    } catch (err) {
+      const e = err instanceof SessionError ? err : new SessionError('INVALID_ARGUMENT', (err as Error).message);
+      this.fail(e);
+      return e;
+    }
     let state: Float64Array;
     let pins: ChunkPins | undefined;
     try {
@@ -296,7 +323,8 @@ export class HostSession {
       pins = this.validatePins(obs);
     } catch (err) {
       const e = err instanceof SessionError ? err : new SessionError('INVALID_ARGUMENT', (err as Error).message);
-      this.fail(e);
+      this.host.countRejectedObservation();
+      this.reject(typeof obs.seq === 'bigint' ? obs.seq : 0n, typeof obs.timestampNs === 'bigint' ? obs.timestampNs : 0n, e);
       return e;
     }
     this.host.countObservation();
@@ -316,9 +344,9 @@ export class HostSession {
     return undefined;
   }
 
-  private validate(obs: ObservationProto): Float64Array {
-    const info = this.host.info;
-    if (!obs || typeof obs !== 'object') throw new SessionError('INVALID_ARGUMENT', 'observation: expected a decoded scoreflow.v1.Observation');
+  /** Session identity: errors here end the session (they make the stream ambiguous). */
+  private checkSessionId(obs: ObservationProto): void {
+    if (!obs || typeof obs !== 'object') return; // validate() rejects it
     if (obs.sessionId) {
       if (!this.named) {
         if (obs.sessionId.length > 128) throw new SessionError('INVALID_ARGUMENT', `session_id: at most 128 characters, received ${obs.sessionId.length}`);
@@ -331,6 +359,11 @@ export class HostSession {
     } else {
       this.named = true;
     }
+  }
+
+  private validate(obs: ObservationProto): Float64Array {
+    const info = this.host.info;
+    if (!obs || typeof obs !== 'object') throw new SessionError('INVALID_ARGUMENT', 'observation: expected a decoded scoreflow.v1.Observation');
     if (this.lastSeq !== undefined && obs.seq <= this.lastSeq) throw new SessionError('INVALID_ARGUMENT', `seq ${obs.seq} does not increase (previous ${this.lastSeq})`);
     if (this.lastTimestamp !== undefined && obs.timestampNs < this.lastTimestamp) {
       throw new SessionError('INVALID_ARGUMENT', `timestamp_ns ${obs.timestampNs} goes back in time (previous ${this.lastTimestamp})`);
@@ -386,6 +419,22 @@ export class HostSession {
       throw new SessionError('INVALID_ARGUMENT', (err as Error).message.replace(/^pinned\.firstRow/, 'pinned_first_row').replace(/^pinned\.rows/, 'pinned_actions'));
     }
     return pins;
+  }
+
+  /**
+   * Answer observation `seq` with a rejection instead of a chunk: an ActionChunk carrying
+   * `error_code` / `error_message` and no actions. The session stays open.
+   */
+  reject(seq: bigint, timestampNs: bigint, err: SessionError): void {
+    if (!this.open) return;
+    this.rejections++;
+    try {
+      this.sink.chunk({ startTimestampNs: timestampNs, obsSeq: seq, policyId: this.host.info.policyId, sessionId: this.id, errorCode: err.code, errorMessage: err.message });
+    } catch (e) {
+      this.fail(new SessionError('INTERNAL', `sending a rejection failed: ${(e as Error).message}`));
+      return;
+    }
+    if (this.onDrained && !this.busy) this.finishDrain();
   }
 
   deliver(msg: ActionChunkProtoInit): void {
