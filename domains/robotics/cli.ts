@@ -16,7 +16,8 @@ import { evaluatePolicy, type Circle } from './evaluate.js';
 import { DEFAULT_POLICY, type DiffusionPolicyConfig } from './policy/config.js';
 import { DiffusionPolicy, type CostTerm } from './policy/policy.js';
 import { policyTrainer } from './policy/train.js';
-import { DEFAULT_DISTILL_SIGMA_DATA, policyDistiller } from './policy/distill.js';
+import type { Trainer } from '../../src/train/trainer.js';
+import { DEFAULT_DISTILL_SIGMA_DATA, policyDistiller, policyReflow } from './policy/distill.js';
 import type { Demo } from './policy/windows.js';
 import { GUIDE_ARG_OPTIONS, GUIDE_ARG_USAGE, guidanceFromArgs } from './guidance/args.js';
 import { checkGuidanceConfig, guidancePredictOptions } from './guidance/config.js';
@@ -37,8 +38,10 @@ const USAGE = `usage: scoreflow robot <subcommand> [options]
           [--objective denoising|flow-matching] [--prediction eps|x0|v] [--path P] [--seed S] [--out DIR] [--resume DIR | --init DIR] [--json]
           (--init fine-tunes a trained policy: it keeps that policy's network, normalisers and stored
           sampling settings, e.g. an exported --temperature / --action-horizon, with a fresh optimiser)
-  distill --env E --teacher DIR [--data FILE.mcap | --zarr PATH] [--steps N] [--batch N] [--lr X] [--sigma-data S] [--out DIR] [--json]
-          consistency-distil a trained policy into a one-step policy
+  distill --env E --teacher DIR [--data FILE.mcap | --zarr PATH] [--steps N] [--batch N] [--lr X] [--out DIR] [--json]
+          [--method consistency [--sigma-data S] | --method reflow [--pairs K] [--student-steps S]]
+          distil a trained policy into a one- or few-step policy: consistency distillation, or
+          reflow (train on the teacher's own (noise, chunk) pairs, so 1-2 flow steps follow them)
   export  --env E --checkpoint DIR --out DIR [--temperature X] [--action-horizon Ta]
           inference-only copy (EMA weights, no optimiser state); --temperature stores the
           policy's default sampling temperature (scale of the starting noise, default 1),
@@ -340,9 +343,12 @@ async function robotEval(argv: string[]): Promise<number> {
 async function robotDistill(argv: string[]): Promise<number> {
   const o = parse(
     argv,
-    { env: { type: 'string' }, teacher: { type: 'string' }, data: { type: 'string' }, zarr: { type: 'string' }, steps: { type: 'string' }, batch: { type: 'string' }, lr: { type: 'string' }, seed: { type: 'string' }, 'sigma-data': { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' } },
+    { env: { type: 'string' }, teacher: { type: 'string' }, data: { type: 'string' }, zarr: { type: 'string' }, steps: { type: 'string' }, batch: { type: 'string' }, lr: { type: 'string' }, seed: { type: 'string' }, 'sigma-data': { type: 'string' }, method: { type: 'string' }, 'student-steps': { type: 'string' }, pairs: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' } },
     USAGE,
   );
+  const method = choiceOpt(o.method, 'method', ['consistency', 'reflow'] as const, 'consistency');
+  if (method === 'reflow' && o['sigma-data'] !== undefined) throw new UsageError('--sigma-data applies to --method consistency only');
+  if (method === 'consistency' && (o['student-steps'] !== undefined || o.pairs !== undefined)) throw new UsageError('--student-steps and --pairs apply to --method reflow only');
   const env = choiceOpt(o.env, 'env', ENV_NAMES, 'pusht');
   const sigmaData = numOpt(o['sigma-data'], 'sigma-data', DEFAULT_DISTILL_SIGMA_DATA);
   if (!(sigmaData > 0)) throw new UsageError(`--sigma-data: expected a positive number, received '${String(o['sigma-data'])}'`);
@@ -352,8 +358,21 @@ async function robotDistill(argv: string[]): Promise<number> {
   const teacher = DiffusionPolicy.load(o.teacher, { env });
   const demos = await loadDemos(env, typeof o.data === 'string' ? o.data : undefined, typeof o.zarr === 'string' ? o.zarr : undefined);
   const steps = intOpt(o.steps, 'steps', 2000, 1);
-  const d = policyDistiller(teacher, demos, { steps, batchSize: intOpt(o.batch, 'batch', 64, 1), lr: numOpt(o.lr, 'lr', 2e-4), seed: intOpt(o.seed, 'seed', 0), sigmaData });
-  const out = typeof o.out === 'string' ? o.out : `runs/policy-${env}-cd`;
+  const seed = intOpt(o.seed, 'seed', 0);
+  let d: { trainer: Trainer; student: () => DiffusionPolicy; dispose: () => void };
+  if (method === 'reflow') {
+    const pairs = intOpt(o.pairs, 'pairs', 1, 1);
+    const studentSteps = intOpt(o['student-steps'], 'student-steps', 1, 1);
+    const pbar = progressSink({ json, label: `reflow pairs ${env}` });
+    const t = performance.now();
+    const r = policyReflow(teacher, demos, { steps, batchSize: intOpt(o.batch, 'batch', 128, 1), lr: numOpt(o.lr, 'lr', 1e-4), seed, pairsPerWindow: pairs, studentSteps, onPairs: (done, total) => pbar.update({ windows: done }, done / total) });
+    pbar.done();
+    emit(json, { event: 'pairs', pairs: r.pairs, seconds: (performance.now() - t) / 1000 }, `${r.pairs} (noise, chunk) pairs from the teacher in ${((performance.now() - t) / 1000).toFixed(0)} s`);
+    d = r;
+  } else {
+    d = policyDistiller(teacher, demos, { steps, batchSize: intOpt(o.batch, 'batch', 64, 1), lr: numOpt(o.lr, 'lr', 2e-4), seed, sigmaData });
+  }
+  const out = typeof o.out === 'string' ? o.out : `runs/policy-${env}-${method === 'reflow' ? 'reflow' : 'cd'}`;
   const bar = progressSink({ json, label: `distill ${env}` });
   const t0 = performance.now();
   let lastSave = performance.now();
@@ -378,7 +397,7 @@ async function robotDistill(argv: string[]): Promise<number> {
     bar.done();
     const seconds = (performance.now() - t0) / 1000;
     await saveStudent({ distillSteps: steps, distillSeconds: seconds, command: `scoreflow robot distill ${argv.join(' ')}` });
-    emit(json, { event: 'done', checkpoint: out, seconds, loss: d.trainer.lastLoss }, `distilled in ${seconds.toFixed(0)} s, final loss ${d.trainer.lastLoss.toFixed(5)}; one-step policy ${out}`);
+    emit(json, { event: 'done', method, checkpoint: out, seconds, loss: d.trainer.lastLoss }, `distilled (${method}) in ${seconds.toFixed(0)} s, final loss ${d.trainer.lastLoss.toFixed(5)}; few-step policy ${out}`);
   } finally {
     d.dispose();
     teacher.dispose();

@@ -10,12 +10,17 @@ import { coefsForBatch } from '../predict/coefs.js';
 import { convert, fromX0Eps, PREDICTIONS, type Prediction } from '../predict/convert.js';
 import type { Rng } from '../rng/rng.js';
 import { checkNumber, checkOneOf, fail } from '../util/validate.js';
-import { beginLossCall, checkOutputShape, maskedMean, perSample } from './internal.js';
+import { beginLossCall, checkPairedNoise, checkOutputShape, maskedMean, perSample } from './internal.js';
 import { checkTimeSampling, sampleTimes, type TimeSampling, type TimeSamplingOptions } from './timeSampling.js';
 import { LOSS_TARGETS, lossWeight, WEIGHTINGS, type LossTarget, type Weighting } from './weighting.js';
 
 /** A training loss over a batch of clean data; differentiable w.r.t. the network's variables. */
-export type DiffusionLoss = (net: Network, x0Batch: tf.Tensor, rng: Rng, cond?: tf.Tensor, mask?: tf.Tensor) => tf.Scalar;
+/**
+ * A diffusion / flow loss on one batch. `noise`, when given, is the Gaussian noise paired with
+ * each example (same shape as x0Batch), used instead of fresh draws from `rng`: e.g. reflow's
+ * (noise, ODE(noise)) pairs (Liu et al. 2023), where the pairing is the point.
+ */
+export type DiffusionLoss = (net: Network, x0Batch: tf.Tensor, rng: Rng, cond?: tf.Tensor, mask?: tf.Tensor, noise?: tf.Tensor) => tf.Scalar;
 
 export interface DenoisingLossOptions extends TimeSamplingOptions {
   readonly param: Parameterization;
@@ -66,16 +71,17 @@ export function denoisingLoss(opts: DenoisingLossOptions): DiffusionLoss {
   if (opts.mask !== undefined && !(opts.mask instanceof tf.Tensor)) fail(`mask: expected a tensor, received ${typeof opts.mask}`);
   const finite = opts.checkFinite ?? true;
 
-  return (net, x0Batch, rng, cond, mask) => {
+  return (net, x0Batch, rng, cond, mask, noise) => {
     const maskT = beginLossCall(net, x0Batch, rng, cond, mask, opts.mask, finite);
     try {
+      checkPairedNoise(noise, x0Batch, finite);
       const n = x0Batch.shape[0];
       const rank = x0Batch.rank;
       const t = sampleTimes(sampleT, path, n, rng, opts);
       const w = Array.from(t, (ti) => lossWeight(weighting, target, path, ti, { gamma, sigmaData }));
       return tf.tidy(() => {
         const c = coefsForBatch(path, t, rank);
-        let eps = rng.normal(x0Batch.shape);
+        let eps = noise ?? rng.normal(x0Batch.shape);
         if (maskT) eps = tf.mul(eps, maskT);
         const xt = tf.add(tf.mul(x0Batch, c.a), tf.mul(eps, c.s));
         const out = predictBatch(net, param, xt, t, cond);

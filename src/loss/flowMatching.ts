@@ -14,7 +14,7 @@ import { convert } from '../predict/convert.js';
 import { checkNumber, fail } from '../util/validate.js';
 import { independentCoupling, type Coupling } from './coupling.js';
 import { checkParam, outputSpace, type DiffusionLoss } from './denoising.js';
-import { beginLossCall, checkOutputShape, maskedMean } from './internal.js';
+import { beginLossCall, checkOutputShape, checkPairedNoise, maskedMean } from './internal.js';
 import { checkTimeSampling, sampleTimes, type TimeSampling, type TimeSamplingOptions } from './timeSampling.js';
 
 export interface FlowMatchingLossOptions extends TimeSamplingOptions {
@@ -43,14 +43,17 @@ export function flowMatchingLoss(opts: FlowMatchingLossOptions): DiffusionLoss {
   if (opts.mask !== undefined && !(opts.mask instanceof tf.Tensor)) fail(`mask: expected a tensor, received ${typeof opts.mask}`);
   const finite = opts.checkFinite ?? true;
 
-  return (net, x0Batch, rng, cond, mask) => {
+  return (net, x0Batch, rng, cond, mask, given) => {
     const maskT = beginLossCall(net, x0Batch, rng, cond, mask, opts.mask, finite);
     try {
+      checkPairedNoise(given, x0Batch, finite);
+      // Paired noise is the coupling already; re-coupling it would break the pairs.
+      if (given !== undefined && coupling !== independentCoupling) fail('noise: paired noise cannot be combined with a coupling (use the default independent coupling)');
       const n = x0Batch.shape[0];
       const t = sampleTimes(sampleT, path, n, rng, opts);
       return tf.tidy(() => {
         const c = coefsForBatch(path, t, x0Batch.rank);
-        let noise = rng.normal(x0Batch.shape);
+        let noise = given ?? rng.normal(x0Batch.shape);
         if (maskT) noise = tf.mul(noise, maskT);
         const pair = coupling(x0Batch, noise, rng);
         if (!pair || !(pair.x0 instanceof tf.Tensor) || !(pair.eps instanceof tf.Tensor)) fail('coupling: must return { x0, eps } tensors');

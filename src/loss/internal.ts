@@ -95,6 +95,14 @@ export function noGrad(compute: () => tf.Tensor, anchor: tf.Tensor): tf.Tensor {
 }
 
 /** Throws unless `out` (what `name` returned) is a tensor with the batch's shape. */
+/** A loss call's paired noise (optional): a finite tensor shaped like the batch. */
+export function checkPairedNoise(noise: unknown, x0: tf.Tensor, finite: boolean): void {
+  if (noise === undefined) return;
+  if (!(noise instanceof tf.Tensor)) fail(`noise: expected a tensor shaped like x0Batch, received ${typeof noise}`);
+  if (noise.shape.length !== x0.shape.length || (noise.shape as number[]).some((d: number, i: number) => d !== x0.shape[i])) fail(`noise: expected shape ${describeShape(x0.shape)} (like x0Batch), received ${describeShape(noise.shape)}`);
+  if (finite) checkFiniteTensor('noise', noise);
+}
+
 export function checkOutputShape(name: string, out: unknown, x: tf.Tensor): void {
   if (!(out instanceof tf.Tensor)) fail(`${name}: must return a tensor, returned ${typeof out}`);
   const shape: number[] = [...(out as tf.Tensor).shape];

@@ -73,6 +73,33 @@ describe('flowMatchingLoss', () => {
     tf.dispose([w, x0]);
   });
 
+  it('paired noise (reflow): the given noise replaces the draws, by hand at fixed t; bad noise is refused', () => {
+    const path = rectifiedFlow();
+    const t = 0.4;
+    const x0 = tf.tensor2d([[0.5, -1], [1.5, 0.5], [0, 0.2]]);
+    const eps = tf.tensor2d([[0.3, 0.1], [-1.2, 0.7], [2, -0.4]]);
+    const net: Network = (x) => tf.mul(x, 0.5);
+    const p: Parameterization = { path, prediction: 'velocity' };
+    const fixedT = { sampleT: (n: number) => Array.from({ length: n }, () => t) };
+    // x_t = (1 - t) x0 + t eps, u = eps - x0, net = x_t / 2.
+    const xs = [[0.5, -1], [1.5, 0.5], [0, 0.2]];
+    const es = [[0.3, 0.1], [-1.2, 0.7], [2, -0.4]];
+    let sum = 0;
+    xs.forEach((r, i) => r.forEach((v, k) => (sum += ((((1 - t) * v + t * es[i]![k]!) / 2) - (es[i]![k]! - v)) ** 2)));
+    const expected = sum / 6;
+    for (const make of [() => flowMatchingLoss({ param: p, ...fixedT }), () => denoisingLoss({ param: p, target: 'velocity', ...fixedT })]) {
+      const loss = make();
+      // Any rng: the noise is given.
+      expect(lossValue(() => loss(net, x0, new Rng(1), undefined, undefined, eps))).toBeCloseTo(expected, 5);
+      expect(lossValue(() => loss(net, x0, new Rng(2), undefined, undefined, eps))).toBeCloseTo(expected, 5);
+      expect(() => loss(net, x0, new Rng(1), undefined, undefined, tf.zeros([3, 3]))).toThrow(/noise: expected shape \[3, 2\] \(like x0Batch\), received \[3, 3\]/);
+      expect(() => loss(net, x0, new Rng(1), undefined, undefined, tf.tensor2d([[NaN, 0], [0, 0], [0, 0]]))).toThrow(/noise/);
+    }
+    // Re-coupling paired noise would break the pairs.
+    expect(() => flowMatchingLoss({ param: p, coupling: otCoupling({ method: 'exact' }) })(net, x0, new Rng(1), undefined, undefined, eps)).toThrow(/paired noise cannot be combined with a coupling/);
+    tf.dispose([x0, eps]);
+  });
+
   it('sigmaMin widens x_t but keeps the target (hand computation at fixed t)', () => {
     const path = rectifiedFlow();
     const t = 0.3;

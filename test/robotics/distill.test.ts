@@ -5,7 +5,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadPushtDemos } from '../../domains/robotics/data/pushtDemos.js';
-import { DEFAULT_DISTILL_SIGMA_DATA, policyDistiller } from '../../domains/robotics/policy/distill.js';
+import { DEFAULT_DISTILL_SIGMA_DATA, policyDistiller, policyReflow } from '../../domains/robotics/policy/distill.js';
+import { makeGrid } from '../../src/grid/grid.js';
+import { getSampler } from '../../src/sample/registry.js';
 import { DiffusionPolicy } from '../../domains/robotics/policy/policy.js';
 import { DEFAULT_POLICY } from '../../domains/robotics/policy/config.js';
 import { policyTrainer } from '../../domains/robotics/policy/train.js';
@@ -103,4 +105,63 @@ describe('consistency distillation of a policy', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 120_000);
+});
+
+describe('reflow of a policy', () => {
+  it("pairs each noise with the teacher's own chunk from it, trains the student on the pairs, and round-trips", async () => {
+    const demos = await loadPushtDemos(undefined, { episodes: 2 });
+    const teacherDir = mkdtempSync(path.join(os.tmpdir(), 'sf-teacher-'));
+    const t = policyTrainer(demos, { ...DEFAULT_POLICY, env: 'pusht', obsDim: 5, actionDim: 2, channels: [16, 32], embedDim: 32, samplingSteps: 4, temperature: 0.8 }, { steps: 2, batchSize: 8, seed: 0 });
+    t.trainer.trainStep();
+    await t.save(teacherDir);
+    t.dispose();
+    const teacher = DiffusionPolicy.load(teacherDir, { env: 'pusht' });
+    rmSync(teacherDir, { recursive: true, force: true });
+    const progress: number[] = [];
+    const r = policyReflow(teacher, demos, { steps: 3, batchSize: 8, seed: 1, pairsPerWindow: 2, studentSteps: 2, onPairs: (done) => progress.push(done) });
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'sf-reflow-'));
+    try {
+      const { x, cond } = r.data;
+      const { predHorizon: Tp, actionDim: A } = teacher.config;
+      expect(x.shape).toEqual([r.pairs, 2, Tp, A]);
+      expect(r.pairs % 2).toBe(0);
+      expect(progress.at(-1)).toBe(r.pairs);
+      // Pair k: the teacher's deterministic sampler from 0.8 x noise_k gives chunk_k.
+      for (const k of [0, r.pairs - 1]) {
+        tf.tidy(() => {
+          const pair = tf.slice(x, [k, 0, 0, 0], [1, 2, Tp, A]);
+          const [chunk, noise] = tf.unstack(tf.squeeze(pair, [0]), 0).map((v) => tf.expandDims(v, 0));
+          const grid = makeGrid(teacher.path, { kind: 'uniform', steps: 4 });
+          const again = getSampler(teacher.config.sampler)(teacher.baseDenoiser(tf.slice(cond, [k, 0], [1, -1])), tf.mul(noise!, teacher.path.sigma(grid[0]!) * 0.8), grid, teacher.path, {});
+          expect(tf.max(tf.abs(tf.sub(again, chunk!))).dataSync()[0]).toBeLessThan(1e-5);
+        });
+      }
+      // The two copies of a window hold different noise.
+      const differ = tf.tidy(() => tf.max(tf.abs(tf.sub(tf.slice(x, [0, 1, 0, 0], [1, 1, Tp, A]), tf.slice(x, [r.pairs / 2, 1, 0, 0], [1, 1, Tp, A])))).dataSync()[0]!);
+      expect(differ).toBeGreaterThan(1e-3);
+      for (let i = 0; i < 3; i++) {
+        const l = r.trainer.trainStep().loss;
+        expect(Number.isFinite(l) && l >= 0).toBe(true);
+      }
+      const s1 = r.student();
+      expect(s1.config).toMatchObject({ samplingSteps: 2, temperature: 1, sampler: teacher.config.sampler });
+      await s1.save(dir);
+      const back = DiffusionPolicy.load(dir, { env: 'pusht' });
+      const window = [Float64Array.of(200, 300, 256, 300, 0.3), Float64Array.of(202, 300, 256, 300, 0.3)];
+      expect(Array.from(back.predictChunks([window], { seed: 5 }).chunks[0]!)).toEqual(Array.from(s1.predictChunks([window], { seed: 5 }).chunks[0]!));
+      s1.dispose();
+      back.dispose();
+      // A consistency student has no ODE to reflow.
+      const cd = policyDistiller(teacher, demos, { steps: 1, batchSize: 8 });
+      const student = cd.student();
+      expect(() => policyReflow(student, demos, { steps: 1 })).toThrow(/reflow: the teacher is a consistency student/);
+      expect(() => policyReflow(teacher, demos, { steps: 0 })).toThrow(/steps/);
+      student.dispose();
+      cd.dispose();
+    } finally {
+      r.dispose();
+      teacher.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

@@ -5,7 +5,11 @@
  * evaluation gives an action chunk. Uses the core's consistency loss and Trainer.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { makeGrid } from '../../../src/grid/grid.js';
 import { consistencyDistillationLoss } from '../../../src/loss/consistencyLoss.js';
+import { flowMatchingLoss } from '../../../src/loss/flowMatching.js';
+import { Rng } from '../../../src/rng/rng.js';
+import { getSampler } from '../../../src/sample/registry.js';
 import { consistencyGrid, consistencyParam } from '../../../src/loss/consistencyParam.js';
 import { Trainer } from '../../../src/train/trainer.js';
 import { checkNumber, fail } from '../../../src/util/validate.js';
@@ -80,6 +84,110 @@ export function policyDistiller(teacher: DiffusionPolicy, demos: readonly Demo[]
   );
   return {
     trainer,
+    student: () => {
+      trainer.syncEma();
+      return new DiffusionPolicy(studentConfig, (trainer.ema ?? trainer.params).clone(false), teacher.obsNormalizer, teacher.actionNormalizer);
+    },
+    dispose: () => {
+      trainer.dispose();
+      x.dispose();
+      cond.dispose();
+    },
+  };
+}
+
+export interface ReflowOptions {
+  readonly steps: number;
+  readonly batchSize?: number;
+  readonly lr?: number;
+  readonly seed?: number;
+  /** Noise draws paired with each demonstration window (default 1). */
+  readonly pairsPerWindow?: number;
+  /** Sampling steps of the student (default 1). */
+  readonly studentSteps?: number;
+  /** Called after each batch of teacher rollouts with (windows done, windows in all). */
+  readonly onPairs?: (done: number, total: number) => void;
+}
+
+/**
+ * Reflow (rectified flow, Liu et al. 2023; one-step use as in InstaFlow, Liu et al. 2024): the
+ * teacher's deterministic sampler maps noise to chunks, and a student, initialised from the
+ * teacher, is trained with the core's flow-matching loss on those (noise, chunk) pairs instead
+ * of independent ones. Independent pairs make the learned velocity at pure noise an average
+ * over the modes the noise could lead to, so one Euler step lands between modes; the paired
+ * paths do not cross, so they straighten and one or two steps follow them. The teacher samples
+ * at its stored temperature from T x noise, and the student is paired with the unscaled noise,
+ * so it samples at temperature 1.
+ */
+export function policyReflow(
+  teacher: DiffusionPolicy,
+  demos: readonly Demo[],
+  opts: ReflowOptions,
+): { trainer: Trainer; student: () => DiffusionPolicy; dispose: () => void; pairs: number; data: { readonly x: tf.Tensor; readonly cond: tf.Tensor } } {
+  const steps = checkNumber('steps', opts.steps, { integer: true, min: 1 });
+  const perWindow = checkNumber('pairsPerWindow', opts.pairsPerWindow ?? 1, { integer: true, min: 1, max: 64 });
+  const studentSteps = checkNumber('studentSteps', opts.studentSteps ?? 1, { integer: true, min: 1, max: 100 });
+  const cfg = teacher.config;
+  if (cfg.consistency) fail('reflow: the teacher is a consistency student; reflow a diffusion or flow-matching policy');
+  if (!cfg.sampler.startsWith('flow-') && cfg.sampler !== 'ddim') fail(`reflow: the teacher's sampler '${cfg.sampler}' is not a deterministic ODE sampler (flow-euler, flow-midpoint, flow-rk4 or ddim)`);
+  const w = buildWindows(demos, cfg, teacher.features);
+  const F = teacher.features.outputDim;
+  const Tp = cfg.predHorizon;
+  const A = cfg.actionDim;
+  const N = w.count * perWindow;
+  const obsFlat = teacher.obsNormalizer.normalize(w.obs);
+  const condAll = new Float32Array(N * cfg.obsHorizon * F);
+  for (let r = 0; r < perWindow; r++) condAll.set(obsFlat, r * obsFlat.length);
+  // Pairs: x[:, 0] the teacher's chunk, x[:, 1] the noise it came from.
+  const pairs = new Float32Array(N * 2 * Tp * A);
+  const rng = new Rng(opts.seed ?? 0);
+  const sampler = getSampler(cfg.sampler);
+  const grid = makeGrid(teacher.path, { kind: 'uniform', steps: cfg.samplingSteps });
+  const temperature = cfg.temperature ?? 1;
+  const B = 256;
+  for (let i = 0; i < N; i += B) {
+    const n = Math.min(B, N - i);
+    tf.tidy(() => {
+      const cond = tf.tensor2d(condAll.subarray(i * cfg.obsHorizon * F, (i + n) * cfg.obsHorizon * F), [n, cfg.obsHorizon * F]);
+      const z = rng.normal([n, Tp, A]);
+      const xT = tf.mul(z, teacher.path.sigma(grid[0]!) * temperature);
+      const x0 = sampler(teacher.baseDenoiser(cond), xT, grid, teacher.path, {});
+      const both = tf.stack([x0, z], 1).dataSync() as Float32Array;
+      pairs.set(both, i * 2 * Tp * A);
+    });
+    opts.onPairs?.(Math.min(N, i + n), N);
+  }
+  const x = tf.tensor4d(pairs, [N, 2, Tp, A]);
+  const cond = tf.tensor2d(condAll, [N, cfg.obsHorizon * F]);
+  const loss = flowMatchingLoss({ param: teacher.param, checkFinite: false });
+  const lr = opts.lr ?? 1e-4;
+  const trainer = new Trainer(
+    {
+      model: DiffusionPolicy.modelSpec(cfg, F),
+      steps,
+      batchSize: opts.batchSize ?? 128,
+      seed: opts.seed ?? 0,
+      optimizer: { kind: 'adamw', weightDecay: 0 },
+      schedule: { kind: 'constant', lr, warmup: 50 },
+      clipNorm: 1,
+      emaDecay: 0.995,
+      logEvery: Math.max(1, Math.min(50, Math.floor(steps / 100))),
+    },
+    ({ net, rng: r }, b) =>
+      tf.tidy(() => {
+        const [chunk, noise] = tf.unstack(b.x, 1) as [tf.Tensor, tf.Tensor];
+        return loss(net, chunk, r, b.cond, undefined, noise);
+      }),
+    { x, cond },
+    // The student starts from the teacher's weights.
+    { params: teacher.store.clone(true), step: 0 },
+  );
+  const studentConfig: DiffusionPolicyConfig = { ...cfg, samplingSteps: studentSteps, temperature: 1 };
+  return {
+    trainer,
+    pairs: N,
+    // [N, 2, Tp, A]: x[:, 0] the teacher's normalised chunk, x[:, 1] its noise; cond [N, To * F].
+    data: { x, cond },
     student: () => {
       trainer.syncEma();
       return new DiffusionPolicy(studentConfig, (trainer.ema ?? trainer.params).clone(false), teacher.obsNormalizer, teacher.actionNormalizer);
