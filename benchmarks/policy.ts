@@ -1,7 +1,8 @@
 /**
  * Chunk latency of a shipped policy: time `predictChunks` for one observation window (the
  * control-loop case) over many windows taken from real episodes.
- *   npx tsx benchmarks/policy.ts [--checkpoint models/pusht-policy] [--env pusht] [--n 200]
+ *   npx tsx benchmarks/policy.ts [--checkpoint models/pusht-policy] [--env pusht] [--n 200] [--steps 10,5,1] [--out FILE]
+ * Writes benchmarks/results/policy-<env>.json unless --out names another file.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -60,13 +61,18 @@ export async function runPolicyBench(opts: { checkpoint: string; env: string; n?
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const { values } = parseArgs({ options: { checkpoint: { type: 'string', default: 'models/pusht-policy' }, env: { type: 'string', default: 'pusht' }, n: { type: 'string', default: '200' } } });
-  const rows = await runPolicyBench({
-    checkpoint: values.checkpoint as string,
-    env: values.env as string,
-    n: Number(values.n),
-  });
-  const file = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results', `policy-${values.env}.json`);
+  const { values } = parseArgs({ options: { checkpoint: { type: 'string', default: 'models/pusht-policy' }, env: { type: 'string', default: 'pusht' }, n: { type: 'string', default: '200' }, steps: { type: 'string' }, out: { type: 'string' } } });
+  const n = Number(values.n);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--n: expected a positive integer, received '${values.n}'`);
+  let variants: { sampler: SamplerName; steps: number }[] | undefined;
+  if (values.steps !== undefined) {
+    const steps = values.steps.split(',').map(Number);
+    if (steps.length === 0 || steps.some((k) => !Number.isInteger(k) || k < 1)) throw new Error(`--steps: expected comma-separated positive integers, received '${values.steps}'`);
+    const sampler = DiffusionPolicy.readConfig(values.checkpoint as string).sampler;
+    variants = steps.map((k) => ({ sampler, steps: k }));
+  }
+  const rows = await runPolicyBench({ checkpoint: values.checkpoint as string, env: values.env as string, n, variants });
+  const file = values.out ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results', `policy-${values.env}.json`);
   mkdirSync(path.dirname(file), { recursive: true });
   writeFileSync(file, JSON.stringify({ benchmark: 'policy-latency', date: new Date().toISOString(), rows }, null, 1));
   for (const r of rows) console.log(`${r.env} ${r.sampler}@${r.steps}: p50 ${r.p50Ms.toFixed(2)} ms, p99 ${r.p99Ms.toFixed(2)} ms (n=${r.n})`);
