@@ -11,7 +11,7 @@ import { flowMatchingLoss } from '../../../src/loss/flowMatching.js';
 import { Rng } from '../../../src/rng/rng.js';
 import { getSampler } from '../../../src/sample/registry.js';
 import { consistencyGrid, consistencyParam } from '../../../src/loss/consistencyParam.js';
-import { Trainer } from '../../../src/train/trainer.js';
+import { Trainer, type Objective } from '../../../src/train/trainer.js';
 import { checkNumber, fail } from '../../../src/util/validate.js';
 import type { DiffusionPolicyConfig } from './config.js';
 import { DiffusionPolicy } from './policy.js';
@@ -43,7 +43,7 @@ export interface DistillOptions {
   readonly metric?: 'l2' | 'pseudo-huber';
 }
 
-export function policyDistiller(teacher: DiffusionPolicy, demos: readonly Demo[], opts: DistillOptions): { trainer: Trainer; student: () => DiffusionPolicy; dispose: () => void } {
+export function policyDistiller(teacher: DiffusionPolicy, demos: readonly Demo[], opts: DistillOptions): StudentTraining {
   const steps = checkNumber('steps', opts.steps, { integer: true, min: 1 });
   const cfg = teacher.config;
   const w = buildWindows(demos, cfg, teacher.features);
@@ -64,21 +64,37 @@ export function policyDistiller(teacher: DiffusionPolicy, demos: readonly Demo[]
     checkFinite: false,
   });
   const studentConfig: DiffusionPolicyConfig = { ...cfg, sampler: 'consistency-1step', samplingSteps: 1, consistency: { sigmaData: cparam.sigmaData, sigmaMin: cparam.sigmaMin, form: 'denoiser' } };
-  const lr = opts.lr ?? 2e-4;
+  return studentTraining(teacher, studentConfig, { steps, batchSize: opts.batchSize ?? 64, lr: opts.lr ?? 2e-4, seed: opts.seed ?? 0, emaDecay: 0.95 }, ({ net, emaNet, rng }, b) => loss(net, emaNet, b.x, rng, b.cond), { x, cond });
+}
+
+/** A student network initialised from the teacher, trained on (x, cond) with its own objective. */
+interface StudentTraining {
+  trainer: Trainer;
+  student: () => DiffusionPolicy;
+  dispose: () => void;
+}
+
+function studentTraining(
+  teacher: DiffusionPolicy,
+  studentConfig: DiffusionPolicyConfig,
+  o: { steps: number; batchSize: number; lr: number; seed: number; emaDecay: number },
+  objective: Objective,
+  data: { x: tf.Tensor; cond: tf.Tensor },
+): StudentTraining {
   const trainer = new Trainer(
     {
-      model: DiffusionPolicy.modelSpec(cfg, F),
-      steps,
-      batchSize: opts.batchSize ?? 64,
-      seed: opts.seed ?? 0,
+      model: DiffusionPolicy.modelSpec(teacher.config, teacher.features.outputDim),
+      steps: o.steps,
+      batchSize: o.batchSize,
+      seed: o.seed,
       optimizer: { kind: 'adamw', weightDecay: 0 },
-      schedule: { kind: 'constant', lr, warmup: 50 },
+      schedule: { kind: 'constant', lr: o.lr, warmup: 50 },
       clipNorm: 1,
-      emaDecay: 0.95,
-      logEvery: Math.max(1, Math.min(50, Math.floor(steps / 100))),
+      emaDecay: o.emaDecay,
+      logEvery: Math.max(1, Math.min(50, Math.floor(o.steps / 100))),
     },
-    ({ net, emaNet, rng }, b) => loss(net, emaNet, b.x, rng, b.cond),
-    { x, cond },
+    objective,
+    data,
     // The student starts from the teacher's weights.
     { params: teacher.store.clone(true), step: 0 },
   );
@@ -90,8 +106,8 @@ export function policyDistiller(teacher: DiffusionPolicy, demos: readonly Demo[]
     },
     dispose: () => {
       trainer.dispose();
-      x.dispose();
-      cond.dispose();
+      data.x.dispose();
+      data.cond.dispose();
     },
   };
 }
@@ -123,7 +139,7 @@ export function policyReflow(
   teacher: DiffusionPolicy,
   demos: readonly Demo[],
   opts: ReflowOptions,
-): { trainer: Trainer; student: () => DiffusionPolicy; dispose: () => void; pairs: number; data: { readonly x: tf.Tensor; readonly cond: tf.Tensor } } {
+): StudentTraining & { pairs: number; data: { readonly x: tf.Tensor; readonly cond: tf.Tensor } } {
   const steps = checkNumber('steps', opts.steps, { integer: true, min: 1 });
   const perWindow = checkNumber('pairsPerWindow', opts.pairsPerWindow ?? 1, { integer: true, min: 1, max: 64 });
   const studentSteps = checkNumber('studentSteps', opts.studentSteps ?? 1, { integer: true, min: 1, max: 100 });
@@ -160,42 +176,13 @@ export function policyReflow(
   const x = tf.tensor4d(pairs, [N, 2, Tp, A]);
   const cond = tf.tensor2d(condAll, [N, cfg.obsHorizon * F]);
   const loss = flowMatchingLoss({ param: teacher.param, checkFinite: false });
-  const lr = opts.lr ?? 1e-4;
-  const trainer = new Trainer(
-    {
-      model: DiffusionPolicy.modelSpec(cfg, F),
-      steps,
-      batchSize: opts.batchSize ?? 128,
-      seed: opts.seed ?? 0,
-      optimizer: { kind: 'adamw', weightDecay: 0 },
-      schedule: { kind: 'constant', lr, warmup: 50 },
-      clipNorm: 1,
-      emaDecay: 0.995,
-      logEvery: Math.max(1, Math.min(50, Math.floor(steps / 100))),
-    },
-    ({ net, rng: r }, b) =>
-      tf.tidy(() => {
-        const [chunk, noise] = tf.unstack(b.x, 1) as [tf.Tensor, tf.Tensor];
-        return loss(net, chunk, r, b.cond, undefined, noise);
-      }),
-    { x, cond },
-    // The student starts from the teacher's weights.
-    { params: teacher.store.clone(true), step: 0 },
-  );
   const studentConfig: DiffusionPolicyConfig = { ...cfg, samplingSteps: studentSteps, temperature: 1 };
-  return {
-    trainer,
-    pairs: N,
-    // [N, 2, Tp, A]: x[:, 0] the teacher's normalised chunk, x[:, 1] its noise; cond [N, To * F].
-    data: { x, cond },
-    student: () => {
-      trainer.syncEma();
-      return new DiffusionPolicy(studentConfig, (trainer.ema ?? trainer.params).clone(false), teacher.obsNormalizer, teacher.actionNormalizer);
-    },
-    dispose: () => {
-      trainer.dispose();
-      x.dispose();
-      cond.dispose();
-    },
-  };
+  const objective: Objective = ({ net, rng: r }, b) =>
+    tf.tidy(() => {
+      const [chunk, noise] = tf.unstack(b.x, 1) as [tf.Tensor, tf.Tensor];
+      return loss(net, chunk, r, b.cond, undefined, noise);
+    });
+  const t = studentTraining(teacher, studentConfig, { steps, batchSize: opts.batchSize ?? 128, lr: opts.lr ?? 1e-4, seed: opts.seed ?? 0, emaDecay: 0.995 }, objective, { x, cond });
+  // data: [N, 2, Tp, A]: x[:, 0] the teacher's normalised chunk, x[:, 1] its noise; cond [N, To * F].
+  return { ...t, pairs: N, data: { x, cond } };
 }

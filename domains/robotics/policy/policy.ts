@@ -231,7 +231,7 @@ export class DiffusionPolicy {
       if (opts.windowPins) fail('pinned and windowPins: give one or the other');
       for (let b = 0; b < batch; b++) pinRows(opts.pinned, 0, b, 'pinned');
     } else if (opts.windowPins) {
-      if (!Array.isArray(opts.windowPins) || opts.windowPins.length !== windows.length) fail(`windowPins: expected one entry per window (${windows.length}), received ${Array.isArray(opts.windowPins) ? opts.windowPins.length : typeof opts.windowPins}`);
+      // predictChunks checked one entry per window and repeated each for the window's candidates.
       opts.windowPins.forEach((p, w) => {
         if (p === undefined || p.rows.length === 0) return;
         const from = checkNumber(`windowPins[${w}].fromRow`, p.fromRow, { integer: true, min: 0, max: Tp - 1 });
