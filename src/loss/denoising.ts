@@ -14,11 +14,11 @@ import { beginLossCall, checkPairedNoise, checkOutputShape, maskedMean, perSampl
 import { checkTimeSampling, sampleTimes, type TimeSampling, type TimeSamplingOptions } from './timeSampling.js';
 import { LOSS_TARGETS, lossWeight, WEIGHTINGS, type LossTarget, type Weighting } from './weighting.js';
 
-/** A training loss over a batch of clean data; differentiable w.r.t. the network's variables. */
 /**
- * A diffusion / flow loss on one batch. `noise`, when given, is the Gaussian noise paired with
- * each example (same shape as x0Batch), used instead of fresh draws from `rng`: e.g. reflow's
- * (noise, ODE(noise)) pairs (Liu et al. 2023), where the pairing is the point.
+ * A training loss over a batch of clean data; differentiable w.r.t. the network's variables.
+ * `noise`, when given, is the Gaussian noise paired with each example (same shape as x0Batch),
+ * used instead of fresh draws from `rng`: e.g. reflow's (noise, ODE(noise)) pairs (Liu et al.
+ * 2023), where the pairing is the point.
  */
 export type DiffusionLoss = (net: Network, x0Batch: tf.Tensor, rng: Rng, cond?: tf.Tensor, mask?: tf.Tensor, noise?: tf.Tensor) => tf.Scalar;
 

@@ -94,7 +94,6 @@ export function noGrad(compute: () => tf.Tensor, anchor: tf.Tensor): tf.Tensor {
   return op(anchor);
 }
 
-/** Throws unless `out` (what `name` returned) is a tensor with the batch's shape. */
 /** A loss call's paired noise (optional): a finite tensor shaped like the batch. */
 export function checkPairedNoise(noise: unknown, x0: tf.Tensor, finite: boolean): void {
   if (noise === undefined) return;
@@ -103,6 +102,7 @@ export function checkPairedNoise(noise: unknown, x0: tf.Tensor, finite: boolean)
   if (finite) checkFiniteTensor('noise', noise);
 }
 
+/** Throws unless `out` (what `name` returned) is a tensor with the batch's shape. */
 export function checkOutputShape(name: string, out: unknown, x: tf.Tensor): void {
   if (!(out instanceof tf.Tensor)) fail(`${name}: must return a tensor, returned ${typeof out}`);
   const shape: number[] = [...(out as tf.Tensor).shape];
