@@ -1,6 +1,6 @@
 /** `scoreflow robot import | collect | train | eval`. */
 import { lastValueFrom, tap } from 'rxjs';
-import { setBackend } from '../../src/backend/backend.js';
+import { currentBackend, setBackend } from '../../src/backend/backend.js';
 import { choiceOpt, intOpt, numOpt, parse } from '../../src/cli/args.js';
 import { UsageError } from '../../src/cli/errors.js';
 import { progressSink } from '../../src/cli/progress.js';
@@ -8,7 +8,7 @@ import { PATH_KINDS } from '../../src/path/index.js';
 import { SAMPLER_NAMES } from '../../src/sample/registry.js';
 import { ArmReachEnv } from './env/armReach.js';
 import { collectDemos } from './expert/armReachExpert.js';
-import { collectCorrections } from './expert/corrections.js';
+import { collectCorrectionsParallel } from './expert/parallelCorrections.js';
 import { readEpisodesMcap, writeEpisodesMcap, type EpisodeRecord } from './data/episodes.js';
 import { DEFAULT_PUSHT_ZARR, loadPushtDemos } from './data/pushtDemos.js';
 import { ENV_NAMES, armActionMode, envForPolicy } from './envs.js';
@@ -31,11 +31,14 @@ const USAGE = `usage: scoreflow robot <subcommand> [options]
           0.02; --action-mode: joint velocities (default) or absolute joint targets, kept by the policy;
           --action-noise: Gaussian noise in action units added to the executed actions, the expert's
           own actions recorded (DART), AR(1) step-to-step correlation RHO in [0, 1), default 0)
-  collect --env arm-reach --policy DIR --episodes N [--seed S] [--margin M] [--every K] [--out FILE.mcap]
+  collect --env arm-reach --policy DIR --episodes N [--seed S] [--margin M] [--every K] [--workers N] [--out FILE.mcap]
           expert corrections at the states the policy visits (DAgger); train on both files with
           'train --data demos.mcap,corrections.mcap --init DIR'
   train   --env E [--data FILE.mcap[,FILE.mcap...] | --zarr PATH] [--steps N] [--batch N] [--lr X] [--channels 64,128,256]
-          [--objective denoising|flow-matching] [--prediction eps|x0|v] [--path P] [--seed S] [--out DIR] [--resume DIR | --init DIR] [--json]
+          [--objective denoising|flow-matching] [--prediction eps|x0|v] [--path P] [--seed S] [--out DIR] [--resume DIR | --init DIR]
+          [--workers N] [--json]
+          (--workers 2 splits every batch between two threads, each with a one-thread WASM backend:
+          data parallelism, faster than SCOREFLOW_WASM_THREADS=2 on two cores)
           (--init fine-tunes a trained policy: it keeps that policy's network, normalisers and stored
           sampling settings, e.g. an exported --temperature / --action-horizon, with a fresh optimiser)
   distill --env E --teacher DIR [--data FILE.mcap | --zarr PATH] [--steps N] [--batch N] [--lr X] [--out DIR] [--json]
@@ -110,7 +113,7 @@ async function robotImport(argv: string[]): Promise<number> {
 async function robotCollect(argv: string[]): Promise<number> {
   const o = parse(
     argv,
-    { env: { type: 'string' }, episodes: { type: 'string' }, seed: { type: 'string' }, margin: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' }, policy: { type: 'string' }, every: { type: 'string' }, 'action-mode': { type: 'string' }, 'action-noise': { type: 'string' }, 'noise-correlation': { type: 'string' } },
+    { env: { type: 'string' }, episodes: { type: 'string' }, seed: { type: 'string' }, margin: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' }, policy: { type: 'string' }, every: { type: 'string' }, workers: { type: 'string' }, 'action-mode': { type: 'string' }, 'action-noise': { type: 'string' }, 'noise-correlation': { type: 'string' } },
     USAGE,
   );
   const env = choiceOpt(o.env, 'env', ['arm-reach'] as const, 'arm-reach');
@@ -119,6 +122,9 @@ async function robotCollect(argv: string[]): Promise<number> {
   const n = intOpt(o.episodes, 'episodes', 200, 1);
   const seed = intOpt(o.seed, 'seed', 0);
   if (o.every !== undefined && typeof o.policy !== 'string') throw new UsageError('--every: only with --policy (expert corrections)');
+  if (o.workers !== undefined && typeof o.policy !== 'string') throw new UsageError('--workers: only with --policy (expert corrections; expert demonstrations take seconds)');
+  const workers = intOpt(o.workers, 'workers', 1, 1);
+  if (workers > 16) throw new UsageError(`--workers: expected 1..16 threads, received ${workers}`);
   if (typeof o.policy === 'string' && o['action-mode'] !== undefined) throw new UsageError('--action-mode: corrections use the action mode of the --policy checkpoint');
   const actionMode = choiceOpt(o['action-mode'], 'action-mode', ['velocity', 'position'] as const, 'velocity');
   if (typeof o.policy === 'string' && (o['action-noise'] !== undefined || o['noise-correlation'] !== undefined)) {
@@ -132,7 +138,7 @@ async function robotCollect(argv: string[]): Promise<number> {
     throw new UsageError(`--noise-correlation: expected a number in [0, 1), received '${String(o['noise-correlation'])}'`);
   }
   const actionNoise = noiseStd === undefined ? undefined : { std: noiseStd, correlation: noiseCorrelation };
-  if (typeof o.policy === 'string') return robotCollectCorrections(o.policy, n, seed, safetyMargin, intOpt(o.every, 'every', 1, 1), typeof o.out === 'string' ? o.out : `runs/${env}_corrections.mcap`, Boolean(o.json));
+  if (typeof o.policy === 'string') return robotCollectCorrections(o.policy, n, seed, safetyMargin, intOpt(o.every, 'every', 1, 1), workers, typeof o.out === 'string' ? o.out : `runs/${env}_corrections.mcap`, Boolean(o.json));
   const out = typeof o.out === 'string' ? o.out : `runs/${env}_demos.mcap`;
   const e = await ArmReachEnv.create({ seed, actionMode });
   const t0 = performance.now();
@@ -152,7 +158,7 @@ async function robotCollect(argv: string[]): Promise<number> {
 }
 
 /** `robot collect --policy DIR`: expert corrections at the states the policy visits (DAgger). */
-async function robotCollectCorrections(checkpoint: string, episodes: number, seed: number, safetyMargin: number | undefined, every: number, out: string, json: boolean): Promise<number> {
+async function robotCollectCorrections(checkpoint: string, episodes: number, seed: number, safetyMargin: number | undefined, every: number, workers: number, out: string, json: boolean): Promise<number> {
   await setBackend('auto');
   const policy = DiffusionPolicy.load(checkpoint, { env: 'arm-reach' });
   const actionMode = armActionMode(policy.config);
@@ -161,7 +167,7 @@ async function robotCollectCorrections(checkpoint: string, episodes: number, see
   const expertEnv = (await envForPolicy(policy.config, { seed })) as ArmReachEnv;
   const t0 = performance.now();
   try {
-    const r = collectCorrections(e, expertEnv, policy, { episodes, seed, safetyMargin, every });
+    const r = await collectCorrectionsParallel(checkpoint, e, expertEnv, policy, { episodes, seed, safetyMargin, every }, workers);
     await writeEpisodesMcap(
       out,
       r.demos.map((d, i) => ({ env: 'arm-reach', index: i, observations: d.observations, actions: d.actions, rewards: d.rewards, success: d.success, metadata: { mode: d.mode, seed: String(d.seed), source: 'correction', policy: checkpoint, actionMode } })),
@@ -218,7 +224,7 @@ async function robotTrain(argv: string[]): Promise<number> {
     {
       env: { type: 'string' }, data: { type: 'string' }, zarr: { type: 'string' }, steps: { type: 'string' }, batch: { type: 'string' }, lr: { type: 'string' },
       channels: { type: 'string' }, objective: { type: 'string' }, path: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' },
-      'sampling-steps': { type: 'string' }, resume: { type: 'string' }, init: { type: 'string' }, prediction: { type: 'string' },
+      'sampling-steps': { type: 'string' }, resume: { type: 'string' }, init: { type: 'string' }, prediction: { type: 'string' }, workers: { type: 'string' },
     },
     USAGE,
   );
@@ -258,13 +264,19 @@ async function robotTrain(argv: string[]): Promise<number> {
   if (initFrom && (trainCfg.obsDim !== cfg.obsDim || trainCfg.actionDim !== cfg.actionDim)) {
     throw new UsageError(`--init: ${String(o.init)} expects observations of ${trainCfg.obsDim} and actions of ${trainCfg.actionDim} numbers; the data has ${cfg.obsDim} and ${cfg.actionDim}`);
   }
+  const workers = intOpt(o.workers, 'workers', 1, 1);
+  if (workers > 16) throw new UsageError(`--workers: expected 1..16 threads, received ${workers}`);
+  if (workers > 1 && (currentBackend()?.threads ?? 1) > 1) {
+    throw new UsageError(`--workers ${workers}: each worker runs a one-thread WASM backend; unset SCOREFLOW_WASM_THREADS (the main thread has ${currentBackend()?.threads} threads)`);
+  }
   const run = policyTrainer(demos, trainCfg, { steps, batchSize: intOpt(o.batch, 'batch', 256, 1), lr: numOpt(o.lr, 'lr', 1e-3), seed: intOpt(o.seed, 'seed', 0), resumeFrom: typeof o.resume === 'string' ? o.resume : undefined, initFrom });
   const out = typeof o.out === 'string' ? o.out : `runs/policy-${env}`;
-  emit(json, { event: 'start', env, episodes: demos.length, windows: run.windows, params: run.trainer.params.size(), steps }, `training ${env} policy on ${demos.length} episodes (${run.windows} windows), ${run.trainer.params.size()} parameters, ${steps} steps`);
-  const bar = progressSink({ json, label: `train ${env}` });
   const t0 = performance.now();
   let lastSave = performance.now();
   try {
+    if (workers > 1) await run.startWorkers(workers - 1);
+    emit(json, { event: 'start', env, episodes: demos.length, windows: run.windows, params: run.trainer.params.size(), steps, workers }, `training ${env} policy on ${demos.length} episodes (${run.windows} windows), ${run.trainer.params.size()} parameters, ${steps} steps${workers > 1 ? `, batch split across ${workers} threads` : ''}`);
+    const bar = progressSink({ json, label: `train ${env}` });
     await lastValueFrom(
       run.trainer.fit().pipe(
         tap((p) => {
@@ -282,6 +294,7 @@ async function robotTrain(argv: string[]): Promise<number> {
     await run.save(out, { trainSeconds: seconds, command: `scoreflow robot ${argv.join(' ')}` });
     emit(json, { event: 'done', checkpoint: out, seconds, loss: run.trainer.lastLoss }, `trained in ${seconds.toFixed(0)} s, final loss ${run.trainer.lastLoss.toFixed(4)}; checkpoint ${out}`);
   } finally {
+    await run.trainer.stopReplicas();
     run.dispose();
   }
   return 0;

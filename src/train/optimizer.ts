@@ -145,16 +145,42 @@ export class AdamOptimizer {
    * clipping. Does not dispose the gradients.
    */
   apply(grads: Record<string, tf.Tensor>, lr: number, clipNorm?: number, ema?: FlatEma): { gradNorm: number } {
-    const { beta1, beta2, eps, weightDecay, kind } = this.config;
     this.names.forEach((n, i) => {
       const g = grads[n];
       if (!g) fail(`optimizer: no gradient for parameter '${n}'`);
       if (g.size !== this.pieceSize(i)) fail(`optimizer: gradient of '${n}' has ${g.size} values, the parameter has ${this.pieceSize(i)}`);
     });
+    return this.update((i) => readValues(grads[this.names[i]]), lr, clipNorm, ema);
+  }
+
+  /**
+   * `apply` with the gradient as one flat vector in the optimiser's parameter order (`names`,
+   * `size` values): how data-parallel training hands over the gradients it averaged.
+   */
+  applyFlat(grad: Float32Array, lr: number, clipNorm?: number, ema?: FlatEma): { gradNorm: number } {
+    if (!(grad instanceof Float32Array) || grad.length !== this.size) {
+      fail(`optimizer: expected a flat Float32Array gradient of ${this.size} values, received ${grad instanceof Float32Array ? grad.length + ' values' : typeof grad}`);
+    }
+    return this.update((i) => grad.subarray(this.offsets[i], this.offsets[i] + this.pieceSize(i)), lr, clipNorm, ema);
+  }
+
+  /** Copy the current parameters into `out` (flat, optimiser order), without allocating. */
+  writeFlatParams(out: Float32Array): void {
+    if (!(out instanceof Float32Array) || out.length !== this.size) fail(`optimizer: expected a Float32Array of ${this.size} values to copy the parameters into`);
+    this.names.forEach((n, i) => out.set(readValues(this.params.get(n)), this.offsets[i]));
+  }
+
+  /** Start of parameter `i` (in `names` order) in the flat vector. */
+  offsetOf(i: number): number {
+    return this.offsets[i];
+  }
+
+  private update(gradOf: (i: number) => Float32Array, lr: number, clipNorm: number | undefined, ema: FlatEma | undefined): { gradNorm: number } {
+    const { beta1, beta2, eps, weightDecay, kind } = this.config;
     if (ema && ema.values.length !== this.size) fail(`optimizer: EMA has ${ema.values.length} values, the parameters have ${this.size}`);
     let sq = 0;
-    for (const n of this.names) {
-      const g = readValues(grads[n]);
+    for (let i = 0; i < this.names.length; i++) {
+      const g = gradOf(i);
       for (let k = 0; k < g.length; k++) sq += g[k] * g[k];
     }
     const gradNorm = Math.sqrt(sq);
@@ -173,7 +199,7 @@ export class AdamOptimizer {
       const variable = this.params.get(n);
       const inPlace = writableHostView(variable);
       const p = inPlace ?? Float32Array.from(readValues(variable));
-      const g = readValues(grads[n]);
+      const g = gradOf(i);
       adamUpdate(p, g, m, v, e, this.offsets[i], gScale, l2, beta1, beta2, stepSize, bc2, eps, decoupled, d);
       if (inPlace) markWritten(variable);
       else {

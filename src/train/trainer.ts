@@ -12,6 +12,8 @@ import { buildNetwork, releaseNetwork, type ModelSpec } from '../nn/registry.js'
 import { Rng } from '../rng/rng.js';
 import { checkFiniteTensor, checkNumber, fail } from '../util/validate.js';
 import { loadCheckpoint, saveCheckpoint, type CheckpointMeta } from './checkpoint.js';
+import { GradientReplicas, type ReplicaSpec } from './dataParallel.js';
+import { readValues } from './hostMemory.js';
 import { AdamOptimizer, type OptimizerConfig } from './optimizer.js';
 import { learningRate, type LrSchedule } from './schedule.js';
 
@@ -92,6 +94,8 @@ export class Trainer {
   private readonly rng: Rng;
   private order: Int32Array = new Int32Array(0);
   private cursor = 0;
+  private replicas?: GradientReplicas;
+  private flatGrad?: Float32Array;
   /** Completed optimisation steps. */
   step = 0;
   lastLoss = NaN;
@@ -168,8 +172,41 @@ export class Trainer {
     return learningRate(this.config.schedule ?? { kind: 'constant', lr: 1e-3 }, this.step, this.config.steps);
   }
 
+  /**
+   * Split every following step's batch between this thread and `spec.workers` worker threads
+   * (data parallelism, see dataParallel.ts). The replicas build the network from `spec.module`;
+   * the optimiser, EMA and checkpoints stay here. Gradients are averaged over the whole batch,
+   * so a step is the same update as without replicas up to the random draws (each part has its
+   * own seeded generator) and float rounding; runs are deterministic for a given worker count.
+   */
+  async startReplicas(spec: ReplicaSpec): Promise<void> {
+    if (this.replicas) fail('startReplicas: replicas are already running (stopReplicas first)');
+    const names = this.opt.names;
+    const sizes = names.map((n) => this.params.get(n).size);
+    const b = Math.min(this.config.batchSize, this.data.x.shape[0]);
+    if (spec && Number.isInteger(spec.workers) && spec.workers + 1 > b) fail(`startReplicas: ${spec.workers} workers plus this thread need a batch of at least ${spec.workers + 1} examples, the batch has ${b}`);
+    const x = { values: Float32Array.from(this.data.x.dataSync() as Float32Array), shape: [...this.data.x.shape] };
+    const cond = this.data.cond ? { values: Float32Array.from(this.data.cond.dataSync() as Float32Array), shape: [...this.data.cond.shape] } : undefined;
+    this.replicas = await GradientReplicas.start(spec, { model: this.config.model, names, sizes, maxBatch: Math.ceil(b / (spec.workers + 1)) }, { x, cond });
+    this.flatGrad = new Float32Array(this.opt.size);
+  }
+
+  /** Worker threads computing gradients beside this one (0 without replicas). */
+  get replicaWorkers(): number {
+    return this.replicas?.workers ?? 0;
+  }
+
+  /** Stop the replica workers; later steps run on this thread alone. */
+  async stopReplicas(): Promise<void> {
+    const r = this.replicas;
+    this.replicas = undefined;
+    this.flatGrad = undefined;
+    await r?.close();
+  }
+
   /** One optimisation step; returns the loss. */
   trainStep(): { loss: number; gradNorm: number; lr: number } {
+    if (this.replicas) return this.parallelStep(this.replicas);
     const idx = this.nextIndices();
     const rng = this.stepRng(this.step);
     const lr = this.learningRate;
@@ -190,11 +227,72 @@ export class Trainer {
       if (!Number.isFinite(loss)) fail(`training diverged: loss is ${loss} at step ${this.step} (lower the learning rate or check the data)`);
       const named: Record<string, tf.Tensor> = {};
       for (const [vn, g] of Object.entries(grads)) named[byVarName.get(vn) as string] = g;
-      // Warm-up of the EMA decay (as in Diffusion Policy's EMA): short runs are not dominated by the initial weights.
-      const ema = this.emaFlat && this.config.emaDecay !== undefined ? { values: this.emaFlat, decay: Math.min(this.config.emaDecay, (1 + this.step) / (10 + this.step)) } : undefined;
-      gradNorm = this.opt.apply(named, lr, this.config.clipNorm, ema).gradNorm;
-      if (ema) this.emaDirty = true;
+      gradNorm = this.opt.apply(named, lr, this.config.clipNorm, this.emaUpdate()).gradNorm;
     });
+    this.step += 1;
+    this.lastLoss = loss;
+    return { loss, gradNorm, lr };
+  }
+
+  /** The EMA argument of an optimiser update (decay warmed up as in Diffusion Policy's EMA), if EMA is on. */
+  private emaUpdate(): { values: Float32Array; decay: number } | undefined {
+    if (!this.emaFlat || this.config.emaDecay === undefined) return undefined;
+    // Warm-up of the EMA decay: short runs are not dominated by the initial weights.
+    this.emaDirty = true;
+    return { values: this.emaFlat, decay: Math.min(this.config.emaDecay, (1 + this.step) / (10 + this.step)) };
+  }
+
+  /** Seed of part `r` (>= 1) of a step split across replicas. */
+  private partSeed(step: number, r: number): number {
+    return (this.config.seed * 1000003 + step * 7919 + r * 15485863) | 0;
+  }
+
+  /** A step whose batch is split between this thread (part 0) and the replicas (parts 1..W). */
+  private parallelStep(replicas: GradientReplicas): { loss: number; gradNorm: number; lr: number } {
+    const idx = this.nextIndices();
+    const b = idx.length;
+    const parts = replicas.workers + 1;
+    const bounds = Array.from({ length: parts + 1 }, (_, r) => Math.floor((r * b) / parts));
+    const lr = this.learningRate;
+    this.opt.writeFlatParams(replicas.params);
+    replicas.dispatch(
+      Array.from({ length: replicas.workers }, (_, w) => idx.subarray(bounds[w + 1], bounds[w + 2])),
+      this.step,
+      Array.from({ length: replicas.workers }, (_, w) => this.partSeed(this.step, w + 1)),
+    );
+    const flat = this.flatGrad as Float32Array;
+    const names = this.opt.names;
+    const vars = names.map((n) => this.params.get(n));
+    const n0 = bounds[1];
+    let lossSum = 0;
+    tf.tidy(() => {
+      const it = tf.tensor1d(idx.subarray(0, n0), 'int32');
+      const batch: Batch = { x: tf.gather(this.data.x, it), cond: this.data.cond ? tf.gather(this.data.cond, it) : undefined };
+      const rng = this.stepRng(this.step);
+      const { value, grads } = tf.variableGrads(() => {
+        const l = this.objective({ net: this.net, emaNet: this.emaNet, rng, step: this.step }, batch);
+        if (l.size !== 1) fail(`objective: must return a scalar loss, returned shape [${l.shape.join(', ')}]`);
+        return tf.reshape(l, []) as tf.Scalar;
+      }, vars);
+      lossSum = n0 * value.dataSync()[0];
+      const w0 = n0 / b;
+      vars.forEach((v, i) => {
+        const g = readValues(grads[v.name]);
+        const off = this.opt.offsetOf(i);
+        for (let k = 0; k < g.length; k++) flat[off + k] = w0 * g[k];
+      });
+    });
+    for (let w = 0; w < replicas.workers; w++) {
+      const nw = bounds[w + 2] - bounds[w + 1];
+      const r = replicas.collect(w);
+      lossSum += nw * r.loss;
+      const ww = nw / b;
+      const g = r.grads;
+      for (let k = 0; k < flat.length; k++) flat[k] += ww * g[k];
+    }
+    const loss = lossSum / b;
+    if (!Number.isFinite(loss)) fail(`training diverged: loss is ${loss} at step ${this.step} (lower the learning rate or check the data)`);
+    const gradNorm = this.opt.applyFlat(flat, lr, this.config.clipNorm, this.emaUpdate()).gradNorm;
     this.step += 1;
     this.lastLoss = loss;
     return { loss, gradNorm, lr };
@@ -276,6 +374,7 @@ export class Trainer {
   }
 
   dispose(): void {
+    void this.stopReplicas();
     releaseNetwork(this.net);
     if (this.innerEmaNet) releaseNetwork(this.innerEmaNet);
     this.opt.dispose();

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { ArmReachEnv } from '../../domains/robotics/env/armReach.js';
 import { OBS_LAYOUT } from '../../domains/robotics/env/armReachSpec.js';
 import { collectCorrections } from '../../domains/robotics/expert/corrections.js';
+import { collectCorrectionsParallel, episodeRanges } from '../../domains/robotics/expert/parallelCorrections.js';
 import { collectDemos } from '../../domains/robotics/expert/armReachExpert.js';
 import { DiffusionPolicy } from '../../domains/robotics/policy/policy.js';
 import { policyTrainer } from '../../domains/robotics/policy/train.js';
@@ -51,6 +52,63 @@ describe('expert corrections at policy-visited states (DAgger)', () => {
     } finally {
       env.close();
       expertEnv.close();
+      policy.dispose();
+    }
+  }, 120_000);
+
+  it('collects the same corrections on two threads as on one (episode ranges concatenated in order)', async () => {
+    const dir = shippedPolicyDir('arm-reach');
+    const policy = DiffusionPolicy.load(dir, { env: 'arm-reach' });
+    const env = (await envForPolicy(policy.config)) as ArmReachEnv;
+    const expertEnv = (await envForPolicy(policy.config)) as ArmReachEnv;
+    try {
+      const opts = { episodes: 5, seed: 11, safetyMargin: 0.05 };
+      const one = collectCorrections(env, expertEnv, policy, opts);
+      const two = await collectCorrectionsParallel(dir, env, expertEnv, policy, opts, 2);
+      expect(two.rollouts).toBe(5);
+      expect([two.rolloutSuccesses, two.queried, two.failed]).toEqual([one.rolloutSuccesses, one.queried, one.failed]);
+      expect(two.demos.length).toBe(one.demos.length);
+      two.demos.forEach((d, i) => {
+        expect(d.seed).toBe(one.demos[i].seed);
+        expect(d.actions.map((a) => Array.from(a))).toEqual(one.demos[i].actions.map((a) => Array.from(a)));
+      });
+      // A range on its own is the matching slice of the whole run.
+      const tail = collectCorrections(env, expertEnv, policy, { ...opts, range: { from: 3, to: 5 } });
+      expect(tail.demos.length).toBeGreaterThan(0);
+      const last = one.demos.slice(one.demos.length - tail.demos.length);
+      expect(tail.demos.map((d) => d.seed)).toEqual(last.map((d) => d.seed));
+      expect(tail.demos.map((d) => d.actions.length)).toEqual(last.map((d) => d.actions.length));
+      expect(one.demos[one.demos.length - tail.demos.length - 1].seed).not.toBe(tail.demos[0].seed);
+      expect(tail.rollouts).toBe(2);
+      expect(episodeRanges(5, 2)).toEqual([{ from: 0, to: 2 }, { from: 2, to: 5 }]);
+      expect(episodeRanges(2, 4)).toEqual([{ from: 0, to: 1 }, { from: 1, to: 2 }]);
+      expect(() => collectCorrections(env, expertEnv, policy, { ...opts, range: { from: 4, to: 4 } })).toThrow(/options.range/);
+      await expect(collectCorrectionsParallel(dir, env, expertEnv, policy, opts, 0)).rejects.toThrow(/workers must be an integer/);
+      // A worker that cannot load the policy reports why.
+      await expect(collectCorrectionsParallel('/nonexistent/policy', env, expertEnv, policy, opts, 2)).rejects.toThrow(/nonexistent/);
+    } finally {
+      env.close();
+      expertEnv.close();
+      policy.dispose();
+    }
+  }, 180_000);
+
+  it('trains a policy with the batch split across two threads (robot train --workers 2)', async () => {
+    const policy = DiffusionPolicy.load(shippedPolicyDir('arm-reach'), { env: 'arm-reach' });
+    const env = await ArmReachEnv.create();
+    const demos = collectDemos(env, { episodes: 2, seed: 5 }).filter((d) => d.success).map((d) => ({ observations: d.observations.slice(0, d.actions.length), actions: d.actions }));
+    env.close();
+    const run = policyTrainer(demos, policy.config, { steps: 3, batchSize: 8, lr: 1e-4, initFrom: policy });
+    try {
+      await run.startWorkers(1);
+      expect(run.trainer.replicaWorkers).toBe(1);
+      const before = tf.memory().numTensors;
+      const losses = [0, 1, 2].map(() => run.trainer.trainStep().loss);
+      expect(losses.every((l) => Number.isFinite(l) && l > 0)).toBe(true);
+      expect(tf.memory().numTensors).toBe(before);
+    } finally {
+      await run.trainer.stopReplicas();
+      run.dispose();
       policy.dispose();
     }
   }, 120_000);

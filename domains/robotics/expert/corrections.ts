@@ -23,6 +23,12 @@ export interface CorrectionOptions {
   readonly safetyMargin?: number;
   /** Ask the expert at every `every`-th chunk boundary after the first (default 1: all of them). */
   readonly every?: number;
+  /**
+   * Run only episodes [from, to) of the `episodes` seeded ones (default: all). Episode k has the
+   * same scene and draws whichever range it is run in, so ranges run apart (e.g. in parallel
+   * workers) and concatenated in order give exactly the result of one run.
+   */
+  readonly range?: { readonly from: number; readonly to: number };
 }
 
 export interface CorrectionReport {
@@ -80,15 +86,22 @@ export function collectCorrections(env: ArmReachEnv, expertEnv: ArmReachEnv, pol
   const every = options.every ?? 1;
   if (!Number.isInteger(every) || every < 1) throw new RangeError(`collectCorrections: options.every must be a positive integer, got ${String(options.every)}`);
 
+  const from = options.range?.from ?? 0;
+  const to = options.range?.to ?? options.episodes;
+  if (!Number.isInteger(from) || !Number.isInteger(to) || from < 0 || to > options.episodes || from >= to) {
+    throw new RangeError(`collectCorrections: options.range must be integers with 0 <= from < to <= episodes (${options.episodes}), got [${String(options.range?.from)}, ${String(options.range?.to)})`);
+  }
+
   const master = new EnvRng(options.seed);
   const To = policy.horizon.obs;
   const demos: ArmReachDemo[] = [];
   let successes = 0;
   let queried = 0;
   let failed = 0;
-  for (let e = 0; e < options.episodes; e++) {
+  for (let e = 0; e < to; e++) {
     const seed = master.int(0, 0x7fffffff);
     const rng = new EnvRng(master.int(0, 0x7fffffff));
+    if (e < from) continue;
     let obs = env.reset({ seed });
     const history: Float64Array[] = Array.from({ length: To }, () => obs);
     let prev: { obs: Float64Array; action: Float64Array } | undefined;
@@ -134,5 +147,5 @@ export function collectCorrections(env: ArmReachEnv, expertEnv: ArmReachEnv, pol
     }
     if (success) successes++;
   }
-  return { demos, rollouts: options.episodes, rolloutSuccesses: successes, queried, failed };
+  return { demos, rollouts: to - from, rolloutSuccesses: successes, queried, failed };
 }

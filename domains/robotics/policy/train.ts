@@ -4,7 +4,7 @@ import { Normalizer } from '../../../src/data/normalizer.js';
 import { pathFromSpec } from '../../../src/path/index.js';
 import { denoisingLoss } from '../../../src/loss/denoising.js';
 import { flowMatchingLoss } from '../../../src/loss/flowMatching.js';
-import { Trainer, type Batch, type ObjectiveContext } from '../../../src/train/trainer.js';
+import { Trainer, type Batch, type Objective, type ObjectiveContext } from '../../../src/train/trainer.js';
 import { checkNumber, fail } from '../../../src/util/validate.js';
 import '../model/temporalUnet.js';
 import { validatePolicyConfig, type DiffusionPolicyConfig } from './config.js';
@@ -31,9 +31,25 @@ export interface PolicyTrainOptions {
 export interface PolicyTraining {
   readonly trainer: Trainer;
   readonly windows: number;
+  /**
+   * Split each step's batch with `workers` worker threads (data parallelism; one single-threaded
+   * WASM backend each, so run the main thread with one WASM thread too).
+   */
+  startWorkers(workers: number): Promise<void>;
   save(dir: string, extraMeta?: Record<string, unknown>): Promise<void>;
   dispose(): void;
 }
+
+/** The training loss of a policy configuration (the core's denoising or flow-matching loss on action chunks). */
+export function policyObjective(config: DiffusionPolicyConfig): Objective {
+  const cfg = validatePolicyConfig(config);
+  const param = { path: pathFromSpec(cfg.path), prediction: cfg.prediction };
+  const loss = cfg.objective === 'denoising' ? denoisingLoss({ param, checkFinite: false }) : flowMatchingLoss({ param, checkFinite: false });
+  return ({ net, rng }: ObjectiveContext, b: Batch): tf.Tensor => loss(net, b.x, rng, b.cond);
+}
+
+/** Replica module for data-parallel training (`policyTrainer`'s `workers` option). */
+export const POLICY_REPLICA_MODULE = new URL(`./trainReplica${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url).href;
 
 export function policyTrainer(demos: readonly Demo[], config: DiffusionPolicyConfig, opts: PolicyTrainOptions): PolicyTraining {
   const cfg = validatePolicyConfig(config);
@@ -58,10 +74,8 @@ export function policyTrainer(demos: readonly Demo[], config: DiffusionPolicyCon
   const x = tf.tensor3d(actNorm.normalize(w.actions), [w.count, cfg.predHorizon, cfg.actionDim]);
   const cond = tf.tensor2d(obsNorm.normalize(w.obs), [w.count, cfg.obsHorizon * F]);
   const path = pathFromSpec(cfg.path);
-  const param = { path, prediction: cfg.prediction };
-  const loss = cfg.objective === 'denoising' ? denoisingLoss({ param, checkFinite: false }) : flowMatchingLoss({ param, checkFinite: false });
   const lr = opts.lr ?? 1e-3;
-  const objective = ({ net, rng }: ObjectiveContext, b: Batch): tf.Tensor => loss(net, b.x, rng, b.cond);
+  const objective = policyObjective(cfg);
   const trainer = opts.resumeFrom
     ? Trainer.resume(opts.resumeFrom, objective, { x, cond }, { expectTask: POLICY_TASK_PREFIX + cfg.env, steps }).trainer
     : new Trainer(
@@ -83,6 +97,7 @@ export function policyTrainer(demos: readonly Demo[], config: DiffusionPolicyCon
   return {
     trainer,
     windows: w.count,
+    startWorkers: (workers) => trainer.startReplicas({ workers, module: POLICY_REPLICA_MODULE, init: { policy: cfg } }),
     save: (dir, extraMeta = {}) =>
       trainer.save(dir, {
         task: POLICY_TASK_PREFIX + cfg.env,
