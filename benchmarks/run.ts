@@ -32,6 +32,7 @@ if (!quick) {
   run('matmul.ts');
   run('conv.ts');
   run('threads.ts');
+  run('dataParallel.ts');
 }
 for (const [env, ck] of [['pusht', 'models/pusht-policy'], ['arm-reach', 'models/arm-reach-policy']]) {
   if (existsSync(ck)) run('policy.ts', ['--env', env, '--checkpoint', ck]);
@@ -54,6 +55,12 @@ const tp = read('train-profile.json');
 if (tp) {
   lines.push('');
   lines.push(`MLP width ${tp.width}, batch ${tp.batch}: train step ${tp.trainStepMs} ms = ${tp.ratio}x forward ${tp.forwardMs} ms; in one profiled step matrix products ${tp.kernelsMs.matMul} ms (${tp.matMulRatio}x the forward), element-wise ${tp.kernelsMs.elementwise} ms, outside kernels ${tp.outsideKernelsMs} ms`);
+}
+const dp = read('data-parallel-arm-reach.json');
+if (dp) {
+  lines.push('');
+  lines.push(`arm-reach policy U-Net training, batch ${dp.batch} (best of ${dp.rounds} alternating rounds)`);
+  for (const r of dp.rows) lines.push(`  ${r.config.padEnd(40)} ${r.bestMs.toFixed(1)} ms/step, ${r.speedupOverOneThread.toFixed(2)}x`);
 }
 for (const env of ['pusht', 'arm-reach']) {
   const p = read(`policy-${env}.json`);
