@@ -11,6 +11,7 @@ export * from './nn/index.js';
 export * from './nn/registry.js';
 export * from './nn/fieldNet.js';
 export * from './train/trainer.js';
+export { GradientReplicas, validateReplicaSpec, type ReplicaDefinition, type ReplicaSpec } from './train/dataParallel.js';
 export * from './train/checkpoint.js';
 export * from './train/optimizer.js';
 export * from './train/schedule.js';
