@@ -216,13 +216,7 @@ export class Trainer {
     let loss = NaN;
     let gradNorm = NaN;
     tf.tidy(() => {
-      const it = tf.tensor1d(idx, 'int32');
-      const batch: Batch = { x: tf.gather(this.data.x, it), cond: this.data.cond ? tf.gather(this.data.cond, it) : undefined };
-      const { value, grads } = tf.variableGrads(() => {
-        const l = this.objective({ net: this.net, emaNet: this.emaNet, rng, step: this.step }, batch);
-        if (l.size !== 1) fail(`objective: must return a scalar loss, returned shape [${l.shape.join(', ')}]`);
-        return tf.reshape(l, []) as tf.Scalar;
-      }, vars);
+      const { value, grads } = this.lossAndGrads(idx, rng, vars);
       loss = value.dataSync()[0];
       if (!Number.isFinite(loss)) fail(`training diverged: loss is ${loss} at step ${this.step} (lower the learning rate or check the data)`);
       const named: Record<string, tf.Tensor> = {};
@@ -240,6 +234,17 @@ export class Trainer {
     // Warm-up of the EMA decay: short runs are not dominated by the initial weights.
     this.emaDirty = true;
     return { values: this.emaFlat, decay: Math.min(this.config.emaDecay, (1 + this.step) / (10 + this.step)) };
+  }
+
+  /** Loss of the examples `idx` and its gradients w.r.t. `vars` (call inside tf.tidy). */
+  private lossAndGrads(idx: Int32Array, rng: Rng, vars: tf.Variable[]): { value: tf.Scalar; grads: tf.NamedTensorMap } {
+    const it = tf.tensor1d(idx, 'int32');
+    const batch: Batch = { x: tf.gather(this.data.x, it), cond: this.data.cond ? tf.gather(this.data.cond, it) : undefined };
+    return tf.variableGrads(() => {
+      const l = this.objective({ net: this.net, emaNet: this.emaNet, rng, step: this.step }, batch);
+      if (l.size !== 1) fail(`objective: must return a scalar loss, returned shape [${l.shape.join(', ')}]`);
+      return tf.reshape(l, []) as tf.Scalar;
+    }, vars);
   }
 
   /** Seed of part `r` (>= 1) of a step split across replicas. */
@@ -266,14 +271,7 @@ export class Trainer {
     const n0 = bounds[1];
     let lossSum = 0;
     tf.tidy(() => {
-      const it = tf.tensor1d(idx.subarray(0, n0), 'int32');
-      const batch: Batch = { x: tf.gather(this.data.x, it), cond: this.data.cond ? tf.gather(this.data.cond, it) : undefined };
-      const rng = this.stepRng(this.step);
-      const { value, grads } = tf.variableGrads(() => {
-        const l = this.objective({ net: this.net, emaNet: this.emaNet, rng, step: this.step }, batch);
-        if (l.size !== 1) fail(`objective: must return a scalar loss, returned shape [${l.shape.join(', ')}]`);
-        return tf.reshape(l, []) as tf.Scalar;
-      }, vars);
+      const { value, grads } = this.lossAndGrads(idx.subarray(0, n0), this.stepRng(this.step), vars);
       lossSum = n0 * value.dataSync()[0];
       const w0 = n0 / b;
       vars.forEach((v, i) => {

@@ -13,6 +13,15 @@ import { envForPolicy } from '../../domains/robotics/envs.js';
 import { validatePolicyConfig } from '../../domains/robotics/policy/config.js';
 import { shippedPolicyDir } from '../../domains/robotics/serve/cli.js';
 
+/** The shipped arm-reach policy and two expert demonstrations (windows need observation/action pairs). */
+async function shippedPolicyAndDemos(): Promise<{ policy: DiffusionPolicy; demos: { observations: Float64Array[]; actions: Float64Array[] }[] }> {
+  const policy = DiffusionPolicy.load(shippedPolicyDir('arm-reach'), { env: 'arm-reach' });
+  const env = await ArmReachEnv.create();
+  const demos = collectDemos(env, { episodes: 2, seed: 5 }).filter((d) => d.success).map((d) => ({ observations: d.observations.slice(0, d.actions.length), actions: d.actions }));
+  env.close();
+  return { policy, demos };
+}
+
 describe('expert corrections at policy-visited states (DAgger)', () => {
   it('labels the states the policy reaches with successful expert rollouts led by its previous step', async () => {
     const policy = DiffusionPolicy.load(shippedPolicyDir('arm-reach'), { env: 'arm-reach' });
@@ -94,10 +103,7 @@ describe('expert corrections at policy-visited states (DAgger)', () => {
   }, 180_000);
 
   it('trains a policy with the batch split across two threads (robot train --workers 2)', async () => {
-    const policy = DiffusionPolicy.load(shippedPolicyDir('arm-reach'), { env: 'arm-reach' });
-    const env = await ArmReachEnv.create();
-    const demos = collectDemos(env, { episodes: 2, seed: 5 }).filter((d) => d.success).map((d) => ({ observations: d.observations.slice(0, d.actions.length), actions: d.actions }));
-    env.close();
+    const { policy, demos } = await shippedPolicyAndDemos();
     const run = policyTrainer(demos, policy.config, { steps: 3, batchSize: 8, lr: 1e-4, initFrom: policy });
     try {
       await run.startWorkers(1);
@@ -114,10 +120,7 @@ describe('expert corrections at policy-visited states (DAgger)', () => {
   }, 120_000);
 
   it('fine-tuning (initFrom) starts from the policy: same weights, same normalisers, matching network required', async () => {
-    const policy = DiffusionPolicy.load(shippedPolicyDir('arm-reach'), { env: 'arm-reach' });
-    const env = await ArmReachEnv.create();
-    const demos = collectDemos(env, { episodes: 2, seed: 5 }).filter((d) => d.success).map((d) => ({ observations: d.observations.slice(0, d.actions.length), actions: d.actions }));
-    env.close();
+    const { policy, demos } = await shippedPolicyAndDemos();
     const run = policyTrainer(demos, policy.config, { steps: 2, batchSize: 8, lr: 1e-4, initFrom: policy });
     try {
       expect(run.trainer.params.size()).toBe(policy.store.size());
