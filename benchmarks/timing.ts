@@ -38,3 +38,25 @@ export function pseudoRandom(n: number, seed: number, scale: number): Float32Arr
   }
   return out;
 }
+
+/**
+ * Time several functions round-robin (one call of each per round), so a slow stretch of a
+ * shared machine falls on all of them alike; ratios between them are then far steadier
+ * than from back-to-back blocks of calls.
+ */
+export function timeInterleaved(fns: readonly (() => void)[], reps: number, warmup = 2): CallTiming[] {
+  for (let i = 0; i < warmup; i++) for (const f of fns) f();
+  const wall = fns.map(() => [] as number[]);
+  const cpu = fns.map(() => [] as number[]);
+  for (let i = 0; i < reps; i++) {
+    fns.forEach((f, j) => {
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      f();
+      wall[j].push(performance.now() - t0);
+      const c = process.cpuUsage(c0);
+      cpu[j].push((c.user + c.system) / 1000);
+    });
+  }
+  return fns.map((_, j) => ({ medianMs: median(wall[j]), minMs: Math.min(...wall[j]), cpuMs: median(cpu[j]), reps }));
+}

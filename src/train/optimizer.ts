@@ -9,11 +9,16 @@
  * arrays; see hostMemory.ts) and through a copy otherwise. As tensor ops the same update took
  * ~20 kernels over the whole parameter vector plus concat/split copies: ~80 ms per step for
  * 1.3M parameters on WASM, more than the backward pass of a small network.
+ *
+ * Where WebAssembly SIMD is available (every Node >= 16) the same pass runs as a small SIMD
+ * kernel (wasmAdam.ts) that gives bit-identical results about 2.5x faster; the moments then
+ * live in the kernel's memory.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { ParamStore } from '../nn/params.js';
 import { markWritten, readValues, writableHostView } from './hostMemory.js';
 import { checkNumber, checkOneOf, fail } from '../util/validate.js';
+import { WasmAdamKernel, wasmAdamAvailable } from './wasmAdam.js';
 
 export interface OptimizerConfig {
   readonly kind: 'adam' | 'adamw';
@@ -69,6 +74,14 @@ function adamUpdate(p: Float32Array, g: Float32Array, m: Float32Array, v: Float3
   }
 }
 
+export interface AdamImplementation {
+  /**
+   * Run the update in the WebAssembly SIMD kernel (default: when the runtime supports it) or
+   * in the JavaScript loop. Both give bit-identical parameters and moments.
+   */
+  readonly simd?: boolean;
+}
+
 export class AdamOptimizer {
   readonly config: Required<OptimizerConfig>;
   /** Number of updates applied so far. */
@@ -83,8 +96,9 @@ export class AdamOptimizer {
   readonly size: number;
   private readonly mFlat: Float32Array;
   private readonly vFlat: Float32Array;
+  private readonly kernel?: WasmAdamKernel;
 
-  constructor(private readonly params: ParamStore, config: OptimizerConfig, names: readonly string[] = params.trainableNames()) {
+  constructor(private readonly params: ParamStore, config: OptimizerConfig, names: readonly string[] = params.trainableNames(), impl: AdamImplementation = {}) {
     this.config = validateOptimizerConfig(config);
     this.names = [...names];
     if (this.names.length === 0) fail('optimizer: no trainable parameters');
@@ -96,8 +110,10 @@ export class AdamOptimizer {
       total += sh.reduce((a, b) => a * b, 1);
     }
     this.size = total;
-    this.mFlat = new Float32Array(total);
-    this.vFlat = new Float32Array(total);
+    if (impl.simd === true && !wasmAdamAvailable()) fail('optimizer: simd requested, but this runtime has no WebAssembly SIMD');
+    if (impl.simd ?? wasmAdamAvailable()) this.kernel = new WasmAdamKernel(total);
+    this.mFlat = this.kernel?.m ?? new Float32Array(total);
+    this.vFlat = this.kernel?.v ?? new Float32Array(total);
     this.m = params.clone(false);
     this.v = params.clone(false);
   }
@@ -175,22 +191,22 @@ export class AdamOptimizer {
     return this.offsets[i];
   }
 
+  /** Is the update running in the WebAssembly SIMD kernel? */
+  get simd(): boolean {
+    return this.kernel !== undefined;
+  }
+
   private update(gradOf: (i: number) => Float32Array, lr: number, clipNorm: number | undefined, ema: FlatEma | undefined): { gradNorm: number } {
-    const { beta1, beta2, eps, weightDecay, kind } = this.config;
     if (ema && ema.values.length !== this.size) fail(`optimizer: EMA has ${ema.values.length} values, the parameters have ${this.size}`);
+    if (this.kernel) return this.updateSimd(this.kernel, gradOf, lr, clipNorm, ema);
+    const { beta1, beta2, eps } = this.config;
     let sq = 0;
     for (let i = 0; i < this.names.length; i++) {
       const g = gradOf(i);
       for (let k = 0; k < g.length; k++) sq += g[k] * g[k];
     }
     const gradNorm = Math.sqrt(sq);
-    if (!Number.isFinite(gradNorm)) fail(`optimizer: gradient norm is ${gradNorm} (NaN or Inf gradients)`);
-    this.step += 1;
-    const gScale = clipNorm && gradNorm > clipNorm ? clipNorm / (gradNorm + 1e-12) : 1;
-    const bc2 = 1 - Math.pow(beta2, this.step);
-    const stepSize = lr / (1 - Math.pow(beta1, this.step));
-    const l2 = kind === 'adam' ? weightDecay : 0;
-    const decoupled = kind === 'adamw' ? lr * weightDecay : 0;
+    const { gScale, bc2, stepSize, l2, decoupled } = this.nextStep(gradNorm, lr, clipNorm);
     const m = this.mFlat;
     const v = this.vFlat;
     const e = ema?.values;
@@ -208,6 +224,46 @@ export class AdamOptimizer {
         t.dispose();
       }
     });
+    return { gradNorm };
+  }
+
+  /** The scalars of step `this.step + 1`, shared by both implementations. */
+  private nextStep(gradNorm: number, lr: number, clipNorm: number | undefined): { gScale: number; bc2: number; stepSize: number; l2: number; decoupled: number } {
+    if (!Number.isFinite(gradNorm)) fail(`optimizer: gradient norm is ${gradNorm} (NaN or Inf gradients)`);
+    const { beta1, beta2, weightDecay, kind } = this.config;
+    this.step += 1;
+    return {
+      gScale: clipNorm && gradNorm > clipNorm ? clipNorm / (gradNorm + 1e-12) : 1,
+      bc2: 1 - Math.pow(beta2, this.step),
+      stepSize: lr / (1 - Math.pow(beta1, this.step)),
+      l2: kind === 'adam' ? weightDecay : 0,
+      decoupled: kind === 'adamw' ? lr * weightDecay : 0,
+    };
+  }
+
+  /** The update in the SIMD kernel: stage gradients, parameters and EMA in, run, copy back. */
+  private updateSimd(kernel: WasmAdamKernel, gradOf: (i: number) => Float32Array, lr: number, clipNorm: number | undefined, ema: FlatEma | undefined): { gradNorm: number } {
+    for (let i = 0; i < this.names.length; i++) kernel.g.set(gradOf(i), this.offsets[i]);
+    const gradNorm = Math.sqrt(kernel.gradSumSq());
+    const s = this.nextStep(gradNorm, lr, clipNorm);
+    for (let i = 0; i < this.names.length; i++) kernel.p.set(readValues(this.params.get(this.names[i])), this.offsets[i]);
+    if (ema) kernel.e.set(ema.values);
+    const { beta1, beta2, eps } = this.config;
+    kernel.step({ ...s, beta1, beta2, eps, emaDecay: ema?.decay });
+    this.names.forEach((n, i) => {
+      const variable = this.params.get(n);
+      const updated = kernel.p.subarray(this.offsets[i], this.offsets[i] + this.pieceSize(i));
+      const inPlace = writableHostView(variable);
+      if (inPlace) {
+        inPlace.set(updated);
+        markWritten(variable);
+      } else {
+        const t = tf.tensor(updated, variable.shape, 'float32');
+        variable.assign(t);
+        t.dispose();
+      }
+    });
+    if (ema) ema.values.set(kernel.e);
     return { gradNorm };
   }
 

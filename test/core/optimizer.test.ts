@@ -1,7 +1,8 @@
 /**
  * AdamOptimizer (src/train/optimizer.ts): the fused in-place update equals Adam/AdamW written
  * out with tensor ops; in-place writes reach the kernels that cache packed weights (WASM
- * XNNPACK matMul); parameters sharing storage with another tensor are not written through.
+ * XNNPACK matMul); parameters sharing storage with another tensor are not written through;
+ * the WebAssembly SIMD kernel and the JavaScript loop give the same bits.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
@@ -99,6 +100,43 @@ describe('AdamOptimizer', () => {
     opt.dispose();
     store.dispose();
   });
+
+  for (const kind of ['adam', 'adamw'] as const) {
+    it(`${kind}: the SIMD kernel and the JavaScript loop give bit-identical parameters, moments and EMA`, () => {
+      const run = (simd: boolean): { params: Float32Array[]; m: Float32Array[]; v: Float32Array[]; ema: Float32Array; norms: number[] } => {
+        const store = new ParamStore(new Rng(6));
+        // Odd sizes: the kernel's paired loop and its scalar tail both run.
+        const shapes: Record<string, number[]> = { a: [7, 5], b: [3], c: [4, 4, 3] };
+        for (const [n, sh] of Object.entries(shapes)) store.param(n, sh, 'glorot');
+        const opt = new AdamOptimizer(store, { kind, weightDecay: 0.02 }, undefined, { simd });
+        expect(opt.simd).toBe(simd);
+        const ema = { values: opt.flatParams(), decay: 0.9 };
+        const rng = new Rng(7);
+        const norms: number[] = [];
+        for (let step = 0; step < 6; step++) {
+          const grads: Record<string, tf.Tensor> = {};
+          for (const [n, sh] of Object.entries(shapes)) grads[n] = tf.mul(rng.normal(sh), step % 2 ? 0.3 : 5);
+          // Clipping on the large steps only, so both branches of the scale are taken.
+          norms.push(step === 3 ? opt.applyFlat(opt.flatParams().map((x) => x * 0.1), 0.01, 2, ema).gradNorm : opt.apply(grads, 0.01, 2, ema).gradNorm);
+          tf.dispose(Object.values(grads));
+        }
+        opt.syncState();
+        const out = { params: opt.names.map((n) => store.get(n).dataSync().slice() as Float32Array), m: opt.names.map((n) => opt.m.get(n).dataSync().slice() as Float32Array), v: opt.names.map((n) => opt.v.get(n).dataSync().slice() as Float32Array), ema: ema.values.slice(), norms };
+        opt.dispose();
+        store.dispose();
+        return out;
+      };
+      const js = run(false);
+      const simd = run(true);
+      const bits = (xs: Float32Array[]): number[] => xs.flatMap((x) => Array.from(new Uint32Array(x.buffer, x.byteOffset, x.length)));
+      expect(simd.norms).toEqual(js.norms);
+      expect(js.norms.some((n) => n > 2) && js.norms.some((n) => n < 2)).toBe(true);
+      expect(bits(simd.params)).toEqual(bits(js.params));
+      expect(bits(simd.m)).toEqual(bits(js.m));
+      expect(bits(simd.v)).toEqual(bits(js.v));
+      expect(bits([simd.ema])).toEqual(bits([js.ema]));
+    });
+  }
 
   it('rejects missing, mis-sized and non-finite gradients with the parameter named', () => {
     const store = new ParamStore(new Rng(5));

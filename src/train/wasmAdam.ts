@@ -1,0 +1,338 @@
+/**
+ * The Adam/AdamW update as a small WebAssembly SIMD kernel, bit-identical to the JavaScript
+ * loop it replaces (optimizer.ts, `adamUpdate`).
+ *
+ * The JavaScript loop computes every step in float64 and rounds to float32 on store. The kernel
+ * does the same operations, in the same order, on two float64 lanes at a time (`f64x2`): IEEE
+ * addition, multiplication, division and square root are correctly rounded, so each lane gives
+ * exactly the bits the scalar loop gives. The global gradient norm is a sequential float64 sum
+ * (one lane, the loop's order), so clipping decisions are identical too. Shipped training
+ * commands therefore reproduce their weights bit for bit with either implementation.
+ *
+ * The module owns its memory: the optimiser keeps its moments there for good and stages the
+ * parameters, gradients and EMA in and out with `TypedArray.set` (memcpy). The bytes are
+ * assembled here from the opcode tables of the WebAssembly 2.0 specification (SIMD proposal),
+ * no toolchain or binary blob involved.
+ */
+
+// ---------------------------------------------------------------------------------------
+// A minimal encoder
+
+function uleb(n: number): number[] {
+  const out: number[] = [];
+  do {
+    let b = n & 0x7f;
+    n >>>= 7;
+    if (n !== 0) b |= 0x80;
+    out.push(b);
+  } while (n !== 0);
+  return out;
+}
+
+function section(id: number, body: number[]): number[] {
+  return [id, ...uleb(body.length), ...body];
+}
+
+function vec(items: number[][]): number[] {
+  return [...uleb(items.length), ...items.flat()];
+}
+
+function name(s: string): number[] {
+  const b = [...Buffer.from(s, 'utf8')];
+  return [...uleb(b.length), ...b];
+}
+
+const I32 = 0x7f;
+const F64 = 0x7c;
+const V128 = 0x7b;
+
+// Core opcodes.
+const op = {
+  block: 0x02,
+  loop: 0x03,
+  if: 0x04,
+  end: 0x0b,
+  br: 0x0c,
+  brIf: 0x0d,
+  localGet: 0x20,
+  localSet: 0x21,
+  localTee: 0x22,
+  f32Load: 0x2a,
+  f32Store: 0x38,
+  i32Const: 0x41,
+  i32GeU: 0x4f,
+  i32Add: 0x6a,
+  i32Shl: 0x74,
+  f64Add: 0xa0,
+  f64Sub: 0xa1,
+  f64Mul: 0xa2,
+  f64Div: 0xa3,
+  f64Sqrt: 0x9f,
+  f32DemoteF64: 0xb6,
+  f64PromoteF32: 0xbb,
+  void: 0x40,
+} as const;
+
+// SIMD opcodes (prefix 0xfd, then the opcode as a LEB128 u32).
+const simd = {
+  load64Zero: 0x5d,
+  store64Lane: 0x5b,
+  f64x2Splat: 0x14,
+  f64x2Add: 0xf0,
+  f64x2Sub: 0xf1,
+  f64x2Mul: 0xf2,
+  f64x2Div: 0xf3,
+  f64x2Sqrt: 0xef,
+  f32x4DemoteF64x2Zero: 0x5e,
+  f64x2PromoteLowF32x4: 0x5f,
+} as const;
+
+/** Emits a function body: `get(i)`, `set(i)`, SIMD and memory helpers. */
+class Body {
+  readonly code: number[] = [];
+  emit(...b: number[]): this {
+    this.code.push(...b);
+    return this;
+  }
+  get(i: number): this {
+    return this.emit(op.localGet, ...uleb(i));
+  }
+  set(i: number): this {
+    return this.emit(op.localSet, ...uleb(i));
+  }
+  v(o: number, ...imm: number[]): this {
+    return this.emit(0xfd, ...uleb(o), ...imm);
+  }
+  /** Address `base + k` on the stack. */
+  addr(base: number, k: number): this {
+    return this.get(base).get(k).emit(op.i32Add);
+  }
+  /** Two float32 at `base + k`, promoted to f64x2. */
+  load2(base: number, k: number): this {
+    // memarg: align 2^2 (no alignment promise beyond float32), offset 0.
+    return this.addr(base, k).v(simd.load64Zero, 2, 0).v(simd.f64x2PromoteLowF32x4);
+  }
+  /** Store the f64x2 in local `val` as two float32 at `base + k`. */
+  store2(base: number, k: number, val: number): this {
+    return this.addr(base, k).get(val).v(simd.f32x4DemoteF64x2Zero).v(simd.store64Lane, 2, 0, 0);
+  }
+  /** One float32 at `base + k`, promoted to f64. */
+  load1(base: number, k: number): this {
+    return this.addr(base, k).emit(op.f32Load, 2, 0, op.f64PromoteF32);
+  }
+  /** Store the f64 in local `val` as one float32 at `base + k`. */
+  store1(base: number, k: number, val: number): this {
+    return this.addr(base, k).get(val).emit(op.f32DemoteF64, op.f32Store, 2, 0);
+  }
+}
+
+/*
+ * adam(p, g, m, v, e, n, gScale, l2, beta1, beta2, stepSize, invBc2, eps, keep, a1, a2, d, a)
+ *   byte offsets p, g, m, v, e (e = -1: no EMA), n entries; for each k:
+ *   gk = g*gScale + l2*p;  mk = beta1*m + a1*gk;  vk = beta2*v + (a2*gk)*gk;
+ *   m = mk; v = vk;  p = keep*p - (stepSize*mk) / (sqrt(vk*invBc2) + eps);
+ *   e = d*e + a*p   (p as stored, float32)
+ * sumsq(g, n) -> f64: sequential sum of g*g.
+ */
+const P = 0, G = 1, M = 2, V = 3, E = 4, N = 5;
+const GS = 6, L2 = 7, B1 = 8, B2 = 9, SS = 10, IB = 11, EPS = 12, KEEP = 13, A1 = 14, A2 = 15, D = 16, A = 17;
+const NPARAM = 18;
+
+function adamBody(): number[] {
+  // Locals after the params: k (i32), end (i32), then f64 scalars pk gk mk vk pn, then v128s.
+  const K = NPARAM, END = NPARAM + 1;
+  const sP = NPARAM + 2, sG = sP + 1, sM = sP + 2, sV = sP + 3, sPn = sP + 4;
+  const vBase = sP + 5;
+  const vP = vBase, vG = vBase + 1, vM = vBase + 2, vV = vBase + 3, vPn = vBase + 4;
+  // Splatted constants, in the order of the scalar params GS..A.
+  const cOf = (param: number): number => vBase + 5 + (param - GS);
+  const b = new Body();
+  for (let prm = GS; prm <= A; prm++) b.get(prm).v(simd.f64x2Splat).set(cOf(prm));
+  // end = (n & ~1) * 4 (bytes of the paired part)
+  b.get(N).emit(op.i32Const, ...sleb(-2), 0x71 /* i32.and */, op.i32Const, 2, op.i32Shl).set(END);
+  b.emit(op.i32Const, 0).set(K);
+  b.emit(op.block, op.void, op.loop, op.void);
+  b.get(K).get(END).emit(op.i32GeU, op.brIf, 1);
+  b.load2(P, K).set(vP);
+  b.load2(G, K).get(cOf(GS)).v(simd.f64x2Mul).get(cOf(L2)).get(vP).v(simd.f64x2Mul).v(simd.f64x2Add).set(vG);
+  b.get(cOf(B1)).load2(M, K).v(simd.f64x2Mul).get(cOf(A1)).get(vG).v(simd.f64x2Mul).v(simd.f64x2Add).set(vM);
+  b.get(cOf(B2)).load2(V, K).v(simd.f64x2Mul).get(cOf(A2)).get(vG).v(simd.f64x2Mul).get(vG).v(simd.f64x2Mul).v(simd.f64x2Add).set(vV);
+  b.store2(M, K, vM).store2(V, K, vV);
+  b.get(cOf(KEEP)).get(vP).v(simd.f64x2Mul);
+  b.get(cOf(SS)).get(vM).v(simd.f64x2Mul);
+  b.get(vV).get(cOf(IB)).v(simd.f64x2Mul).v(simd.f64x2Sqrt).get(cOf(EPS)).v(simd.f64x2Add);
+  b.v(simd.f64x2Div).v(simd.f64x2Sub).set(vPn);
+  b.store2(P, K, vPn);
+  // EMA when e >= 0: reads p back as stored (float32), like the scalar loop.
+  b.get(E).emit(op.i32Const, 0, 0x4e /* i32.ge_s */, op.if, op.void);
+  b.get(cOf(D)).load2(E, K).v(simd.f64x2Mul).get(cOf(A)).load2(P, K).v(simd.f64x2Mul).v(simd.f64x2Add).set(vPn);
+  b.store2(E, K, vPn);
+  b.emit(op.end);
+  b.get(K).emit(op.i32Const, 8, op.i32Add).set(K);
+  b.emit(op.br, 0, op.end, op.end);
+  // Odd tail: one scalar entry at byte offset END.
+  b.get(N).emit(op.i32Const, 1, 0x71 /* i32.and */, op.if, op.void);
+  b.load1(P, END).set(sP);
+  b.load1(G, END).get(GS).emit(op.f64Mul).get(L2).get(sP).emit(op.f64Mul, op.f64Add).set(sG);
+  b.get(B1).load1(M, END).emit(op.f64Mul).get(A1).get(sG).emit(op.f64Mul, op.f64Add).set(sM);
+  b.get(B2).load1(V, END).emit(op.f64Mul).get(A2).get(sG).emit(op.f64Mul).get(sG).emit(op.f64Mul, op.f64Add).set(sV);
+  b.store1(M, END, sM).store1(V, END, sV);
+  b.get(KEEP).get(sP).emit(op.f64Mul);
+  b.get(SS).get(sM).emit(op.f64Mul);
+  b.get(sV).get(IB).emit(op.f64Mul, op.f64Sqrt).get(EPS).emit(op.f64Add, op.f64Div, op.f64Sub).set(sPn);
+  b.store1(P, END, sPn);
+  b.get(E).emit(op.i32Const, 0, 0x4e, op.if, op.void);
+  b.get(D).load1(E, END).emit(op.f64Mul).get(A).load1(P, END).emit(op.f64Mul, op.f64Add).set(sPn);
+  b.store1(E, END, sPn);
+  b.emit(op.end, op.end);
+  b.emit(op.end);
+  const locals = [
+    [...uleb(2), I32],
+    [...uleb(5), F64],
+    [...uleb(5 + (A - GS + 1)), V128],
+  ];
+  const body = [...vec(locals), ...b.code];
+  return [...uleb(body.length), ...body];
+}
+
+function sumsqBody(): number[] {
+  // params g, n; locals k (i32), end (i32), s (f64), x (f64)
+  const g = 0, n = 1, k = 2, end = 3, s = 4, x = 5;
+  const b = new Body();
+  b.get(n).emit(op.i32Const, 2, op.i32Shl).set(end);
+  b.emit(op.block, op.void, op.loop, op.void);
+  b.get(k).get(end).emit(op.i32GeU, op.brIf, 1);
+  b.load1(g, k).set(x);
+  b.get(s).get(x).get(x).emit(op.f64Mul, op.f64Add).set(s);
+  b.get(k).emit(op.i32Const, 4, op.i32Add).set(k);
+  b.emit(op.br, 0, op.end, op.end);
+  b.get(s);
+  b.emit(op.end);
+  const body = [...vec([[...uleb(2), I32], [...uleb(2), F64]]), ...b.code];
+  return [...uleb(body.length), ...body];
+}
+
+function sleb(n: number): number[] {
+  const out: number[] = [];
+  for (;;) {
+    const b = n & 0x7f;
+    n >>= 7;
+    if ((n === 0 && (b & 0x40) === 0) || (n === -1 && (b & 0x40) !== 0)) {
+      out.push(b);
+      return out;
+    }
+    out.push(b | 0x80);
+  }
+}
+
+function moduleBytes(): Uint8Array {
+  const adamType = [0x60, ...vec([...Array(6).fill([I32]), ...Array(NPARAM - 6).fill([F64])]), ...vec([])];
+  const sumsqType = [0x60, ...vec([[I32], [I32]]), ...vec([[F64]])];
+  const bytes = [
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...section(1, vec([adamType, sumsqType])),
+    // import env.memory, limits min 1, no max
+    ...section(2, vec([[...name('env'), ...name('memory'), 0x02, 0x00, 0x01]])),
+    ...section(3, vec([[0], [1]])),
+    ...section(7, vec([[...name('adam'), 0x00, 0], [...name('sumsq'), 0x00, 1]])),
+    ...section(10, vec([adamBody(), sumsqBody()])),
+  ];
+  return Uint8Array.from(bytes);
+}
+
+interface Exports {
+  adam(p: number, g: number, m: number, v: number, e: number, n: number, gScale: number, l2: number, beta1: number, beta2: number, stepSize: number, invBc2: number, eps: number, keep: number, a1: number, a2: number, d: number, a: number): void;
+  sumsq(g: number, n: number): number;
+}
+
+// `WebAssembly` is a Node global but not in the ES2022 lib this project compiles against.
+interface WasmMemory {
+  readonly buffer: ArrayBuffer;
+}
+interface WasmApi {
+  validate(bytes: Uint8Array): boolean;
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (mod: object, imports: object) => { exports: unknown };
+  Memory: new (desc: { initial: number }) => WasmMemory;
+}
+const wasmApi = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
+
+let compiled: object | null | undefined;
+
+/** The compiled module, or null when this runtime has no WebAssembly SIMD. */
+function compiledModule(): object | null {
+  if (compiled === undefined) {
+    try {
+      const bytes = moduleBytes();
+      compiled = wasmApi && wasmApi.validate(bytes) ? new wasmApi.Module(bytes) : null;
+    } catch {
+      compiled = null;
+    }
+  }
+  return compiled ?? null;
+}
+
+/** Is the SIMD kernel usable here? */
+export function wasmAdamAvailable(): boolean {
+  return compiledModule() !== null;
+}
+
+export interface AdamStepArgs {
+  readonly gScale: number;
+  readonly l2: number;
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly stepSize: number;
+  readonly bc2: number;
+  readonly eps: number;
+  readonly decoupled: number;
+  /** EMA decay; undefined: no EMA. */
+  readonly emaDecay?: number;
+}
+
+/**
+ * Moments and staging buffers for `size` parameters in one WebAssembly memory. `p`, `g` and
+ * `e` are staging areas the caller fills before `step` and reads after it; `m` and `v` are
+ * the optimiser's moments and stay here.
+ */
+export class WasmAdamKernel {
+  readonly p: Float32Array;
+  readonly g: Float32Array;
+  readonly m: Float32Array;
+  readonly v: Float32Array;
+  readonly e: Float32Array;
+  private readonly fn: Exports;
+  private readonly off: { p: number; g: number; m: number; v: number; e: number };
+
+  constructor(readonly size: number) {
+    if (!Number.isInteger(size) || size < 1) throw new Error(`WasmAdamKernel: size must be a positive integer, received ${size}`);
+    const mod = compiledModule();
+    if (!mod) throw new Error('WasmAdamKernel: this runtime has no WebAssembly SIMD');
+    // Five float32 arrays, each starting on a 16-byte boundary.
+    const stride = Math.ceil((size * 4) / 16) * 16;
+    const bytes = 5 * stride;
+    const pages = Math.ceil(bytes / 65536) || 1;
+    if (pages > 65536) throw new Error(`WasmAdamKernel: ${size} parameters do not fit in one WebAssembly memory`);
+    const memory = new wasmApi!.Memory({ initial: pages });
+    const inst = new wasmApi!.Instance(mod, { env: { memory } });
+    this.fn = inst.exports as unknown as Exports;
+    this.off = { p: 0, g: stride, m: 2 * stride, v: 3 * stride, e: 4 * stride };
+    const view = (o: number): Float32Array => new Float32Array(memory.buffer, o, size);
+    this.p = view(this.off.p);
+    this.g = view(this.off.g);
+    this.m = view(this.off.m);
+    this.v = view(this.off.v);
+    this.e = view(this.off.e);
+  }
+
+  /** Sum of squares of the staged gradient, in float64, in index order. */
+  gradSumSq(): number {
+    return this.fn.sumsq(this.off.g, this.size);
+  }
+
+  /** One update of the staged parameters (and EMA when `emaDecay` is set). */
+  step(s: AdamStepArgs): void {
+    const d = s.emaDecay ?? 0;
+    this.fn.adam(this.off.p, this.off.g, this.off.m, this.off.v, s.emaDecay === undefined ? -1 : this.off.e, this.size, s.gScale, s.l2, s.beta1, s.beta2, s.stepSize, 1 / s.bc2, s.eps, 1 - s.decoupled, 1 - s.beta1, 1 - s.beta2, d, 1 - d);
+  }
+}
