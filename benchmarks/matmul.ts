@@ -10,8 +10,10 @@
  *   (forward + backward via tf.variableGrads + Adam update); the figure of merit is the
  *   ratio step/forward (the backward pass does two products per forward product, except the
  *   first layer's input gradient, so 8/3 of the forward's products is the floor). "before" and
- *   "after" use tfjs's own Adam (`tf.train.adam`), "after, core Adam" the core's AdamOptimizer
- *   (src/train/optimizer.ts, the WebAssembly SIMD update every Trainer uses);
+ *   "after" use tfjs's own Adam (`tf.train.adam`) and the backend's Transpose and Sum kernels;
+ *   "after + SIMD" adds the heap kernels (src/backend/wasmHeap.ts: transposes, bias-gradient
+ *   sums) and the core's AdamOptimizer (the WebAssembly SIMD update every Trainer uses). The
+ *   two "after" variants and the forward pass are timed round-robin in one loop;
  * - batched products [B, s, s] @ [B, s, s] stock vs split, the data behind MIN_SPLIT_MACS.
  */
 import * as tf from '@tensorflow/tfjs-core';
@@ -130,69 +132,92 @@ function mlpForward(m: Mlp, x: tf.Tensor2D): tf.Tensor2D {
   return h;
 }
 
-function benchMlp(batch: number, width: number, layers: number, reps: number, optimizer: 'tfjs' | 'core'): MlpResult {
-  const m = makeMlp(width, layers);
+interface MlpVariant {
+  /** tfjs's `tf.train.adam` or the core's AdamOptimizer (WebAssembly SIMD update). */
+  optimizer: 'tfjs' | 'core';
+  /** The SIMD transpose and column-sum kernels of src/backend/wasmHeap.ts (with the fix). */
+  simdKernels: boolean;
+}
+
+/**
+ * Forward pass, gradients and training step of each variant, all timed round-robin in one
+ * loop (the forward pass once per round, shared), so the variants and the forward pass they
+ * are divided by see the same stretches of a noisy machine.
+ */
+function benchMlp(batch: number, width: number, layers: number, reps: number, variants: MlpVariant[]): MlpResult[] {
   const x = tf.tensor2d(pseudoRandom(batch * width, 1, 1), [batch, width]);
   const y = tf.tensor2d(pseudoRandom(batch * width, 2, 1), [batch, width]);
-  const tfOpt = tf.train.adam(1e-3);
-  const coreOpt = new AdamOptimizer(m.store, { kind: 'adam', weightDecay: 0 });
-  const vars = [...m.weights, ...m.biases];
-  const names = m.store.trainableNames();
-  const loss = (): tf.Scalar => tf.losses.meanSquaredError(y, mlpForward(m, x)) as tf.Scalar;
-
+  const finalLoss = variants.map(() => NaN);
+  const setups = variants.map((v, i) => {
+    const m = makeMlp(width, layers);
+    const tfOpt = tf.train.adam(1e-3);
+    const coreOpt = new AdamOptimizer(m.store, { kind: 'adam', weightDecay: 0 });
+    const vars = [...m.weights, ...m.biases];
+    const names = m.store.trainableNames();
+    const loss = (): tf.Scalar => tf.losses.meanSquaredError(y, mlpForward(m, x)) as tf.Scalar;
+    const gradients = (): void => {
+      setWasmMatMulOptions({ simdKernels: v.simdKernels });
+      tf.tidy(() => {
+        const { value } = tf.variableGrads(loss, vars);
+        value.dataSync();
+      });
+    };
+    const step = (): void => {
+      setWasmMatMulOptions({ simdKernels: v.simdKernels });
+      tf.tidy(() => {
+        if (v.optimizer === 'tfjs') {
+          // minimize = tf.variableGrads (forward + backward) + Adam's applyGradients.
+          const value = tfOpt.minimize(loss, true, vars);
+          finalLoss[i] = value === null ? NaN : value.dataSync()[0];
+        } else {
+          const { value, grads } = tf.variableGrads(loss, vars);
+          finalLoss[i] = value.dataSync()[0];
+          const named: Record<string, tf.Tensor> = {};
+          for (const n of names) named[n] = grads[m.store.get(n).name];
+          coreOpt.apply(named, 1e-3);
+        }
+      });
+    };
+    const dispose = (): void => {
+      tfOpt.dispose();
+      coreOpt.dispose();
+      m.store.dispose();
+    };
+    return { m, gradients, step, dispose };
+  });
   const forward = (): void => {
     // (A block, not an expression: tidy would walk a returned typed array element by element.)
     tf.tidy(() => {
-      mlpForward(m, x).dataSync();
+      mlpForward(setups[0].m, x).dataSync();
     });
   };
-  const gradients = (): void => {
-    tf.tidy(() => {
-      const { value } = tf.variableGrads(loss, vars);
-      value.dataSync();
-    });
-  };
-  let finalLoss = NaN;
-  const step = (): void => {
-    tf.tidy(() => {
-      if (optimizer === 'tfjs') {
-        // minimize = tf.variableGrads (forward + backward) + Adam's applyGradients.
-        const value = tfOpt.minimize(loss, true, vars);
-        finalLoss = value === null ? NaN : value.dataSync()[0];
-      } else {
-        const { value, grads } = tf.variableGrads(loss, vars);
-        finalLoss = value.dataSync()[0];
-        const named: Record<string, tf.Tensor> = {};
-        for (const n of names) named[n] = grads[m.store.get(n).name];
-        coreOpt.apply(named, 1e-3);
-      }
-    });
-  };
-  // Round-robin: the three are compared with each other, so they share the machine's moods.
   // Order matters: an update invalidates XNNPACK's packed weights and the next product
-  // repacks them. Each step follows the previous round's step, as in training (it repacks);
-  // the forward pass follows the gradients, which do not change the weights, so it meets
-  // them packed, as inference does.
-  const [stepT, gradT, fwdT] = timeInterleaved([step, gradients, forward], reps);
-
-  tfOpt.dispose();
-  coreOpt.dispose();
+  // repacks them. Each step follows the previous round's step of its own network, as in
+  // training (it repacks); the forward pass follows the gradients, which do not change the
+  // weights, so it meets them packed, as inference does.
+  const fns = [...setups.flatMap((s) => [s.step, s.gradients]), forward];
+  const t = timeInterleaved(fns, reps);
+  const fwdT = t[t.length - 1];
+  setWasmMatMulOptions({ simdKernels: true });
+  for (const s of setups) s.dispose();
   tf.dispose([x, y]);
-  m.store.dispose();
   const macs = layers * batch * width * width;
-  const trainStep = stepT;
-  return {
-    forward: fwdT,
-    gradients: gradT,
-    trainStep,
-    gradientsOverForwardCpu: gradT.cpuMs / fwdT.cpuMs,
-    stepOverForward: trainStep.medianMs / fwdT.medianMs,
-    stepOverForwardMin: trainStep.minMs / fwdT.minMs,
-    stepOverForwardCpu: trainStep.cpuMs / fwdT.cpuMs,
-    forwardGflops: (2 * macs) / (fwdT.medianMs * 1e6),
-    trainStepGflops: (3 * 2 * macs) / (trainStep.medianMs * 1e6),
-    finalLoss,
-  };
+  return setups.map((_, i) => {
+    const trainStep = t[2 * i];
+    const gradT = t[2 * i + 1];
+    return {
+      forward: fwdT,
+      gradients: gradT,
+      trainStep,
+      gradientsOverForwardCpu: gradT.cpuMs / fwdT.cpuMs,
+      stepOverForward: trainStep.medianMs / fwdT.medianMs,
+      stepOverForwardMin: trainStep.minMs / fwdT.minMs,
+      stepOverForwardCpu: trainStep.cpuMs / fwdT.cpuMs,
+      forwardGflops: (2 * macs) / (fwdT.medianMs * 1e6),
+      trainStepGflops: (3 * 2 * macs) / (trainStep.medianMs * 1e6),
+      finalLoss: finalLoss[i],
+    };
+  });
 }
 
 function benchProducts(reps: number): Record<'NN' | 'TN' | 'NT' | 'TT', number> {
@@ -256,12 +281,14 @@ export async function runMatMulBench(opts: MatMulBenchOptions = {}): Promise<Mat
 
   uninstallWasmMatMulFix();
   const productsBefore = benchProducts(reps);
-  const before = benchMlp(batch, width, layers, reps, 'tfjs');
+  const [before] = benchMlp(batch, width, layers, reps, [{ optimizer: 'tfjs', simdKernels: false }]);
   installWasmMatMulFix();
   const productsAfter = benchProducts(reps);
   // The fixed step is ~10x cheaper than the stock one: more rounds for steadier medians.
-  const after = benchMlp(batch, width, layers, 3 * reps, 'tfjs');
-  const afterCoreAdam = benchMlp(batch, width, layers, 3 * reps, 'core');
+  const [after, afterCoreAdam] = benchMlp(batch, width, layers, 6 * reps, [
+    { optimizer: 'tfjs', simdKernels: false },
+    { optimizer: 'core', simdKernels: true },
+  ]);
   const batched = opts.skipBatched ? [] : benchBatched(Math.max(5, reps));
 
   const products = {} as MatMulBenchResult['products'];
@@ -273,8 +300,8 @@ export async function runMatMulBench(opts: MatMulBenchOptions = {}): Promise<Mat
     `training step / forward (median wall; fastest rep; cpu time): ` +
     `before ${before.stepOverForward.toFixed(1)}x; ${before.stepOverForwardMin.toFixed(1)}x; ${before.stepOverForwardCpu.toFixed(1)}x, ` +
     `after ${after.stepOverForward.toFixed(1)}x; ${after.stepOverForwardMin.toFixed(1)}x; ${after.stepOverForwardCpu.toFixed(1)}x ` +
-    `with the core's Adam ${afterCoreAdam.stepOverForward.toFixed(1)}x; ${afterCoreAdam.stepOverForwardMin.toFixed(1)}x; ${afterCoreAdam.stepOverForwardCpu.toFixed(1)}x ` +
-    `(target <= 3x: ${afterCoreAdam.stepOverForwardCpu <= 3 ? 'met' : 'NOT met'} on cpu time with the core's Adam); ` +
+    `after + SIMD kernels and the core's Adam ${afterCoreAdam.stepOverForward.toFixed(1)}x; ${afterCoreAdam.stepOverForwardMin.toFixed(1)}x; ${afterCoreAdam.stepOverForwardCpu.toFixed(1)}x ` +
+    `(target <= 3x: ${afterCoreAdam.stepOverForwardCpu <= 3 ? 'met' : 'NOT met'} on cpu time after + SIMD); ` +
     `step ${(before.trainStep.cpuMs / after.trainStep.cpuMs).toFixed(1)}x less cpu time`;
   const result: MatMulBenchResult = {
     benchmark: 'wasm-matmul-fix',
@@ -311,7 +338,7 @@ function printSummary(r: MatMulBenchResult): void {
   const c = r.config;
   console.log(`MLP ${c.layers}x${c.width} relu, batch ${c.batch}: ms wall (cpu)`);
   console.log('                     forward           fwd+bwd           step (fwd+bwd+Adam)   fwd+bwd/fwd  step/fwd (cpu)');
-  for (const [k, v] of [['before', r.mlp.before], ['after', r.mlp.after], ['after, core Adam', r.mlp.afterCoreAdam]] as const) {
+  for (const [k, v] of [['before', r.mlp.before], ['after', r.mlp.after], ['after + SIMD', r.mlp.afterCoreAdam]] as const) {
     console.log(
       `  ${k.padEnd(16)} ${f(v.forward.medianMs).padStart(7)} (${f(v.forward.cpuMs).padStart(7)})` +
         ` ${f(v.gradients.medianMs).padStart(8)} (${f(v.gradients.cpuMs).padStart(7)})` +

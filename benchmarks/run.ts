@@ -30,6 +30,7 @@ for (const c of coreRuns) run('core.ts', ['--threads', String(c.threads), '--fix
 run('trainProfile.ts');
 if (!quick) {
   run('matmul.ts');
+  run('heapKernels.ts');
   run('conv.ts');
   run('threads.ts');
   run('dataParallel.ts');

@@ -14,8 +14,9 @@
  * `installWasmMatMulFix` replaces the two kernels with wrappers that reshape every
  * product into calls the fast path accepts:
  *
- * 1. a transposed operand is materialised with the backend's own Transpose kernel
- *    (a memory-bound O(size) copy, cheap next to the O(M·K·N) product);
+ * 1. a transposed operand is materialised: by the SIMD transpose of wasmHeap.ts when its
+ *    sides are multiples of 4, else by the backend's own Transpose kernel (a memory-bound
+ *    O(size) copy, cheap next to the O(M·K·N) product);
  * 2. a batched left operand against a single right operand (`[B, M, K] x [K, N]`) is
  *    folded into one `[1, B·M, K] x [1, K, N]` product (no copy: same memory);
  * 3. a batched right operand is split into one fast product per batch entry, with
@@ -24,6 +25,10 @@
  *    the stock kernel, which is correct for them. Batch entries are paired exactly as
  *    tfjs's cpu and stock wasm kernels pair them (modulo the flattened batch sizes).
  *
+ * It also wraps the Sum kernel so that float32 sums over leading axes (the bias gradient of
+ * every dense layer sums over the batch) run as SIMD column sums instead of the stock
+ * transpose-then-sum, with bit-identical results.
+ *
  * All work happens at the backend level (TensorInfo + `backend.disposeData`), so no
  * engine tensors are created and every intermediate is released before the kernel
  * returns. Gradients are unaffected: tfjs-core's gradient functions call `matMul`,
@@ -31,6 +36,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { DataId, DataType, KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
+import { heapKernels } from './wasmHeap.js';
 
 /** The part of tfjs-backend-wasm's `BackendWasm` the wrappers use. */
 interface WasmBackendLike {
@@ -50,11 +56,19 @@ type KernelArgs = Parameters<KernelFunc>[0];
  */
 export const MIN_SPLIT_MACS = 8192;
 let minSplitMacs = MIN_SPLIT_MACS;
+let useSimdKernels = true;
 
 /** Tuning knobs of the fix (benchmarks use them to map the split threshold). */
 export interface WasmMatMulOptions {
   /** Split batched products into per-entry fast calls from this many multiply-adds per entry. */
   minSplitMacs?: number;
+  /**
+   * Use the SIMD kernels of wasmHeap.ts (default): transposes of float32 operands whose sides
+   * are multiples of 4, and float32 sums over leading axes (bias gradients), instead of the
+   * backend's Transpose kernel and its transpose-then-sum (kept for before/after benchmarks
+   * and as the fallback). Results are bit-identical either way.
+   */
+  simdKernels?: boolean;
 }
 
 /** Change the tuning knobs; returns the values now in force. */
@@ -65,7 +79,45 @@ export function setWasmMatMulOptions(opts: WasmMatMulOptions): Required<WasmMatM
     }
     minSplitMacs = opts.minSplitMacs;
   }
-  return { minSplitMacs };
+  if (opts.simdKernels !== undefined) {
+    if (typeof opts.simdKernels !== 'boolean') {
+      throw new Error(`setWasmMatMulOptions: simdKernels must be a boolean, got ${String(opts.simdKernels)}`);
+    }
+    useSimdKernels = opts.simdKernels;
+  }
+  return { minSplitMacs, simdKernels: useSimdKernels };
+}
+
+/**
+ * The Sum kernel, wrapped: a float32 sum over leading axes (the batch axes of a bias gradient)
+ * runs as column sums in the heap (wasmHeap.ts) instead of the stock transpose-then-sum;
+ * every other sum goes to the stock kernel.
+ */
+function makeSum(original: KernelFunc): KernelFunc {
+  const wrapper: KernelFunc = (args: KernelArgs) => {
+    const x = args.inputs.x as TensorInfo;
+    const backend = args.backend as unknown as WasmBackendLike;
+    const kernels = useSimdKernels && x.dtype === 'float32' ? heapKernels(backend) : undefined;
+    if (kernels) {
+      const attrs = args.attrs as unknown as { axis: number | number[]; keepDims: boolean };
+      // Only axes listed in order: the stock kernel sums in the order the axes are listed.
+      const axes = tf.util.parseAxisParam(attrs.axis, x.shape);
+      const k = axes.length;
+      if (k > 0 && k < x.shape.length && axes.every((a, i) => a === i)) {
+        const rows = tf.util.sizeFromShape(x.shape.slice(0, k));
+        const cols = tf.util.sizeFromShape(x.shape.slice(k));
+        if (rows > 0 && cols > 0) {
+          const out = backend.makeOutput(attrs.keepDims ? [...axes.map(() => 1), ...x.shape.slice(k)] : x.shape.slice(k), 'float32');
+          // Offsets are taken after makeOutput: an allocation can grow (and replace) the heap.
+          kernels.colSum(backend.typedArrayFromHeap(x).byteOffset, backend.typedArrayFromHeap(out).byteOffset, rows, cols);
+          stats.simdSums++;
+          return out;
+        }
+      }
+    }
+    return original(args);
+  };
+  return mark(wrapper, original);
 }
 
 /** Tag on a wrapper kernelFunc; its value is the stock kernelFunc it wraps. */
@@ -80,8 +132,12 @@ export interface WasmMatMulStats {
   slowCalls: number;
   /** Operands transposed by the wrapper before the product. */
   transposes: number;
+  /** Of those, transposed by the SIMD kernel (wasmHeap.ts) rather than the backend's. */
+  simdTransposes: number;
+  /** Sums over leading axes computed as column sums (wasmHeap.ts). */
+  simdSums: number;
 }
-const stats: WasmMatMulStats = { fastCalls: 0, slowCalls: 0, transposes: 0 };
+const stats: WasmMatMulStats = { fastCalls: 0, slowCalls: 0, transposes: 0, simdTransposes: 0, simdSums: 0 };
 
 /** A copy of the routing counters. */
 export function wasmMatMulStats(): WasmMatMulStats {
@@ -111,6 +167,10 @@ export function installWasmMatMulFix(): boolean {
   if (fused !== undefined && (fused.kernelFunc as Marked)[MARK] === undefined) {
     replaceKernel(fused, makeFusedMatMul(fused.kernelFunc, transposeKernel.kernelFunc));
   }
+  const sum = tf.getKernel('Sum', 'wasm');
+  if (sum !== undefined && (sum.kernelFunc as Marked)[MARK] === undefined) {
+    replaceKernel(sum, makeSum(sum.kernelFunc));
+  }
   return true;
 }
 
@@ -120,7 +180,7 @@ export function installWasmMatMulFix(): boolean {
  */
 export function uninstallWasmMatMulFix(): boolean {
   let restored = false;
-  for (const name of ['BatchMatMul', '_FusedMatMul']) {
+  for (const name of ['BatchMatMul', '_FusedMatMul', 'Sum']) {
     const k = tf.getKernel(name, 'wasm');
     const original = k === undefined ? undefined : (k.kernelFunc as Marked)[MARK];
     if (k !== undefined && original !== undefined) {
@@ -219,6 +279,21 @@ class Scratch {
   /** Swap the two innermost axes of `x`, returning a new (owned) tensor. */
   transposeInner(x: TensorInfo): TensorInfo {
     const r = x.shape.length;
+    const rows = x.shape[r - 2];
+    const cols = x.shape[r - 1];
+    const fast = useSimdKernels && x.dtype === 'float32' && rows % 4 === 0 && cols % 4 === 0 ? heapKernels(this.backend)?.transpose : undefined;
+    if (fast) {
+      const out = this.own(this.backend.makeOutput([...x.shape.slice(0, -2), cols, rows], 'float32'));
+      // Offsets are taken after makeOutput: an allocation can grow (and replace) the heap.
+      const src = this.backend.typedArrayFromHeap(x).byteOffset;
+      const dst = this.backend.typedArrayFromHeap(out).byteOffset;
+      const bytes = rows * cols * 4;
+      const batch = tf.util.sizeFromShape(x.shape.slice(0, -2));
+      for (let k = 0; k < batch; k++) fast(src + k * bytes, dst + k * bytes, rows, cols);
+      stats.transposes++;
+      stats.simdTransposes++;
+      return out;
+    }
     const perm = [...Array(r - 2).keys(), r - 1, r - 2];
     const out = this.transposeFunc({
       inputs: { x },

@@ -11,120 +11,9 @@
  *
  * The module owns its memory: the optimiser keeps its moments there for good and stages the
  * parameters, gradients and EMA in and out with `TypedArray.set` (memcpy). The bytes are
- * assembled here from the opcode tables of the WebAssembly 2.0 specification (SIMD proposal),
- * no toolchain or binary blob involved.
+ * assembled here with the encoder in src/util/wasmAsm.ts.
  */
-
-// ---------------------------------------------------------------------------------------
-// A minimal encoder
-
-function uleb(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n !== 0) b |= 0x80;
-    out.push(b);
-  } while (n !== 0);
-  return out;
-}
-
-function section(id: number, body: number[]): number[] {
-  return [id, ...uleb(body.length), ...body];
-}
-
-function vec(items: number[][]): number[] {
-  return [...uleb(items.length), ...items.flat()];
-}
-
-function name(s: string): number[] {
-  const b = [...Buffer.from(s, 'utf8')];
-  return [...uleb(b.length), ...b];
-}
-
-const I32 = 0x7f;
-const F64 = 0x7c;
-const V128 = 0x7b;
-
-// Core opcodes.
-const op = {
-  block: 0x02,
-  loop: 0x03,
-  if: 0x04,
-  end: 0x0b,
-  br: 0x0c,
-  brIf: 0x0d,
-  localGet: 0x20,
-  localSet: 0x21,
-  localTee: 0x22,
-  f32Load: 0x2a,
-  f32Store: 0x38,
-  i32Const: 0x41,
-  i32GeU: 0x4f,
-  i32Add: 0x6a,
-  i32Shl: 0x74,
-  f64Add: 0xa0,
-  f64Sub: 0xa1,
-  f64Mul: 0xa2,
-  f64Div: 0xa3,
-  f64Sqrt: 0x9f,
-  f32DemoteF64: 0xb6,
-  f64PromoteF32: 0xbb,
-  void: 0x40,
-} as const;
-
-// SIMD opcodes (prefix 0xfd, then the opcode as a LEB128 u32).
-const simd = {
-  load64Zero: 0x5d,
-  store64Lane: 0x5b,
-  f64x2Splat: 0x14,
-  f64x2Add: 0xf0,
-  f64x2Sub: 0xf1,
-  f64x2Mul: 0xf2,
-  f64x2Div: 0xf3,
-  f64x2Sqrt: 0xef,
-  f32x4DemoteF64x2Zero: 0x5e,
-  f64x2PromoteLowF32x4: 0x5f,
-} as const;
-
-/** Emits a function body: `get(i)`, `set(i)`, SIMD and memory helpers. */
-class Body {
-  readonly code: number[] = [];
-  emit(...b: number[]): this {
-    this.code.push(...b);
-    return this;
-  }
-  get(i: number): this {
-    return this.emit(op.localGet, ...uleb(i));
-  }
-  set(i: number): this {
-    return this.emit(op.localSet, ...uleb(i));
-  }
-  v(o: number, ...imm: number[]): this {
-    return this.emit(0xfd, ...uleb(o), ...imm);
-  }
-  /** Address `base + k` on the stack. */
-  addr(base: number, k: number): this {
-    return this.get(base).get(k).emit(op.i32Add);
-  }
-  /** Two float32 at `base + k`, promoted to f64x2. */
-  load2(base: number, k: number): this {
-    // memarg: align 2^2 (no alignment promise beyond float32), offset 0.
-    return this.addr(base, k).v(simd.load64Zero, 2, 0).v(simd.f64x2PromoteLowF32x4);
-  }
-  /** Store the f64x2 in local `val` as two float32 at `base + k`. */
-  store2(base: number, k: number, val: number): this {
-    return this.addr(base, k).get(val).v(simd.f32x4DemoteF64x2Zero).v(simd.store64Lane, 2, 0, 0);
-  }
-  /** One float32 at `base + k`, promoted to f64. */
-  load1(base: number, k: number): this {
-    return this.addr(base, k).emit(op.f32Load, 2, 0, op.f64PromoteF32);
-  }
-  /** Store the f64 in local `val` as one float32 at `base + k`. */
-  store1(base: number, k: number, val: number): this {
-    return this.addr(base, k).get(val).emit(op.f32DemoteF64, op.f32Store, 2, 0);
-  }
-}
+import { Body, compileOrNull, F64, I32, name, op, section, simd, sleb, uleb, V128, vec, wasmApi } from '../util/wasmAsm.js';
 
 /*
  * adam(p, g, m, v, e, n, gScale, l2, beta1, beta2, stepSize, invBc2, eps, keep, a1, a2, d, a)
@@ -212,19 +101,6 @@ function sumsqBody(): number[] {
   return [...uleb(body.length), ...body];
 }
 
-function sleb(n: number): number[] {
-  const out: number[] = [];
-  for (;;) {
-    const b = n & 0x7f;
-    n >>= 7;
-    if ((n === 0 && (b & 0x40) === 0) || (n === -1 && (b & 0x40) !== 0)) {
-      out.push(b);
-      return out;
-    }
-    out.push(b | 0x80);
-  }
-}
-
 function moduleBytes(): Uint8Array {
   const adamType = [0x60, ...vec([...Array(6).fill([I32]), ...Array(NPARAM - 6).fill([F64])]), ...vec([])];
   const sumsqType = [0x60, ...vec([[I32], [I32]]), ...vec([[F64]])];
@@ -245,29 +121,12 @@ interface Exports {
   sumsq(g: number, n: number): number;
 }
 
-// `WebAssembly` is a Node global but not in the ES2022 lib this project compiles against.
-interface WasmMemory {
-  readonly buffer: ArrayBuffer;
-}
-interface WasmApi {
-  validate(bytes: Uint8Array): boolean;
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (mod: object, imports: object) => { exports: unknown };
-  Memory: new (desc: { initial: number }) => WasmMemory;
-}
-const wasmApi = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
-
 let compiled: object | null | undefined;
 
 /** The compiled module, or null when this runtime has no WebAssembly SIMD. */
 function compiledModule(): object | null {
   if (compiled === undefined) {
-    try {
-      const bytes = moduleBytes();
-      compiled = wasmApi && wasmApi.validate(bytes) ? new wasmApi.Module(bytes) : null;
-    } catch {
-      compiled = null;
-    }
+    compiled = compileOrNull(moduleBytes());
   }
   return compiled ?? null;
 }

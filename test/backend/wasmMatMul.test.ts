@@ -4,6 +4,7 @@ import { setBackend } from '../../src/backend/backend.js';
 import {
   installWasmMatMulFix,
   MIN_SPLIT_MACS,
+  setWasmMatMulOptions,
   wasmMatMulFixInstalled,
   wasmMatMulStats,
 } from '../../src/backend/wasmMatMul.js';
@@ -206,6 +207,77 @@ describe('installWasmMatMulFix', () => {
     expect(backend.numDataIds()).toBe(idsBefore);
     tf.dispose([a, b, bias]);
     tf.env().set('IS_TEST', false);
+  });
+
+  it('the SIMD transpose (sides multiples of 4) gives the same products and gradients as the backend kernel', async () => {
+    await tf.setBackend('wasm');
+    // 132 x 200: three full 64-column bands and a partial one; batched operands too.
+    const cases: [number[], number[], boolean, boolean][] = [
+      [[132, 200], [96, 200], false, true],
+      [[200, 132], [200, 44], true, false],
+      [[3, 68, 20], [3, 68, 36], true, false],
+      [[2, 36, 68], [2, 52, 68], false, true],
+    ];
+    for (const [sa, sb, tA, tB] of cases) {
+      const run = (simd: boolean): Float32Array[] => {
+        setWasmMatMulOptions({ simdKernels: simd });
+        return tf.tidy(() => {
+          const a = tf.tensor(data(sa, 1), sa);
+          const b = tf.tensor(data(sb, 2), sb);
+          const g = tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.sum(tf.square(tf.matMul(p, q, tA, tB))));
+          return [tf.matMul(a, b, tA, tB), ...g([a, b])].map((t) => t.dataSync() as Float32Array);
+        });
+      };
+      const before = wasmMatMulStats().simdTransposes;
+      const fast = run(true);
+      expect(wasmMatMulStats().simdTransposes).toBeGreaterThan(before);
+      const mid = wasmMatMulStats().simdTransposes;
+      const stock = run(false);
+      expect(wasmMatMulStats().simdTransposes).toBe(mid);
+      // A transpose moves values without arithmetic, so the products are bit-identical.
+      fast.forEach((v, i) => expect(Array.from(v)).toEqual(Array.from(stock[i])));
+    }
+    setWasmMatMulOptions({ simdKernels: true });
+  });
+
+  it('sums over leading axes (bias gradients) are column sums, bit-identical to the stock kernel', async () => {
+    await tf.setBackend('wasm');
+    // [shape, axis, keepDims]: leading axes in several spellings, odd and multiple-of-4 widths.
+    const cases: [number[], number | number[], boolean][] = [
+      [[256, 512], 0, false],
+      [[37, 53], 0, true],
+      [[3, 5, 7], [0, 1], false],
+      [[3, 5, 7], [0, 1], true],
+      [[4, 6, 10], [-3], false],
+    ];
+    for (const [shape, axis, keepDims] of cases) {
+      const run = (simd: boolean): { shape: number[]; bits: number[] } => {
+        setWasmMatMulOptions({ simdKernels: simd });
+        return tf.tidy(() => {
+          const x = tf.tensor(data(shape, 3).map((v, i) => v * (1 + (i % 7) * 1e3)), shape);
+          const s = tf.sum(x, axis, keepDims);
+          return { shape: s.shape, bits: Array.from(new Uint32Array((s.dataSync() as Float32Array).slice().buffer)) };
+        });
+      };
+      const before = wasmMatMulStats().simdSums;
+      const fast = run(true);
+      expect(wasmMatMulStats().simdSums).toBe(before + 1);
+      const stock = run(false);
+      expect(wasmMatMulStats().simdSums).toBe(before + 1);
+      expect(fast.shape).toEqual(stock.shape);
+      expect(fast.bits).toEqual(stock.bits);
+    }
+    // Innermost and whole-tensor sums stay with the stock kernel.
+    setWasmMatMulOptions({ simdKernels: true });
+    const before = wasmMatMulStats().simdSums;
+    tf.tidy(() => {
+      const x = tf.tensor(data([6, 8], 1), [6, 8]);
+      tf.sum(x, 1).dataSync();
+      tf.sum(x).dataSync();
+      // Leading axes listed out of order: the stock kernel sums in that order, so it keeps them.
+      tf.sum(tf.reshape(x, [2, 3, 8]), [1, 0]).dataSync();
+    });
+    expect(wasmMatMulStats().simdSums).toBe(before);
   });
 
   it('routes transposed and batched products to the fast (XNNPACK) form', async () => {

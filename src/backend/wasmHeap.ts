@@ -1,0 +1,196 @@
+/**
+ * WebAssembly SIMD kernels that work directly in the tfjs WASM backend's heap: a transpose and
+ * a sum over leading axes (column sums).
+ *
+ * The matMul fix (wasmMatMul.ts) materialises transposed operands before handing products to
+ * XNNPACK; a dense layer's gradients need two such transposes per layer and step. The
+ * backend's own Transpose kernel is a generic n-d loop (1.5 ms for 512 x 512 here). This
+ * kernel imports the backend's memory, so it reads and writes tensors where they already are,
+ * and moves 4 x 4 blocks with four 128-bit loads, eight shuffles and four 128-bit stores,
+ * walking the matrix in 64-column bands so the rows it writes stay in cache.
+ *
+ * The backend's Sum kernel reduces only innermost axes, so a sum over the batch (every bias
+ * gradient) first transposes its input. `colSum` adds the rows into the output instead, four
+ * columns per instruction; each output is still the float32 sum of its column in row order
+ * starting from 0, the order of the backend's scalar loop, so the results are bit-identical.
+ *
+ * Only the single-threaded backend exports its memory; with the threaded build (or where
+ * WebAssembly SIMD is missing) `heapKernels` returns undefined and callers keep the backend's
+ * kernels. Transposes of matrices whose sides are not multiples of 4 also stay with the kernel.
+ */
+import { Body, compileOrNull, I32, name, op, section, simd, uleb, vec, wasmApi, type WasmMemory } from '../util/wasmAsm.js';
+
+/** `transpose(src, dst, rows, cols)`: byte offsets; rows and cols multiples of 4. */
+type TransposeFn = (src: number, dst: number, rows: number, cols: number) => void;
+/** `colSum(src, dst, rows, cols)`: dst[j] = sum over r of src[r][j] (byte offsets, any sizes). */
+type ColSumFn = (src: number, dst: number, rows: number, cols: number) => void;
+
+export interface HeapKernels {
+  readonly transpose: TransposeFn;
+  readonly colSum: ColSumFn;
+}
+
+const BAND = 64;
+
+/** Byte lanes selecting 32-bit lanes `a, b, c, d` (0-3 first operand, 4-7 second). */
+function lanes(a: number, b: number, c: number, d: number): number[] {
+  return [a, b, c, d].flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3]);
+}
+
+function transposeBody(): number[] {
+  // params: src 0, dst 1, rows 2, cols 3
+  // locals (i32): i 4, j 5, jb 6, jEnd 7, sRow 8 (byte offset of src row i), rowBytes 9, colBytes 10
+  // locals (v128): r0..r3 11-14, t0..t3 15-18
+  const SRC = 0, DST = 1, ROWS = 2, COLS = 3;
+  const I = 4, J = 5, JB = 6, JEND = 7, SROW = 8, RB = 9, CB = 10;
+  const R = [11, 12, 13, 14];
+  const T = [15, 16, 17, 18];
+  const b = new Body();
+  // rowBytes = cols * 4 (a source row), colBytes = rows * 4 (a destination row)
+  b.get(COLS).emit(op.i32Const, 2, op.i32Shl).set(RB);
+  b.get(ROWS).emit(op.i32Const, 2, op.i32Shl).set(CB);
+  // for (jb = 0; jb < cols; jb += BAND)
+  b.emit(op.i32Const, 0).set(JB);
+  b.emit(op.block, op.void, op.loop, op.void);
+  b.get(JB).get(COLS).emit(op.i32GeU, op.brIf, 1);
+  //   jEnd = min(jb + BAND, cols)
+  b.get(JB).emit(op.i32Const, ...uleb(BAND), op.i32Add).set(JEND);
+  b.get(JEND).get(COLS).emit(0x4b /* i32.gt_u */, op.if, op.void).get(COLS).set(JEND).emit(op.end);
+  //   for (i = 0; i < rows; i += 4)
+  b.emit(op.i32Const, 0).set(I);
+  b.emit(op.block, op.void, op.loop, op.void);
+  b.get(I).get(ROWS).emit(op.i32GeU, op.brIf, 1);
+  //     sRow = src + i * rowBytes
+  b.get(SRC).get(I).get(RB).emit(op.i32Mul, op.i32Add).set(SROW);
+  //     for (j = jb; j < jEnd; j += 4)
+  b.get(JB).set(J);
+  b.emit(op.block, op.void, op.loop, op.void);
+  b.get(J).get(JEND).emit(op.i32GeU, op.brIf, 1);
+  //       r_k = src row i+k, columns j..j+3
+  for (let k = 0; k < 4; k++) {
+    b.get(SROW).get(J).emit(op.i32Const, 2, op.i32Shl, op.i32Add);
+    if (k > 0) b.get(RB).emit(op.i32Const, k, op.i32Mul, op.i32Add);
+    b.v(simd.load, 2, 0).set(R[k]);
+  }
+  // t0 = a0 b0 a1 b1, t1 = a2 b2 a3 b3, t2 = c0 d0 c1 d1, t3 = c2 d2 c3 d3
+  b.get(R[0]).get(R[1]).v(simd.i8x16Shuffle, ...lanes(0, 4, 1, 5)).set(T[0]);
+  b.get(R[0]).get(R[1]).v(simd.i8x16Shuffle, ...lanes(2, 6, 3, 7)).set(T[1]);
+  b.get(R[2]).get(R[3]).v(simd.i8x16Shuffle, ...lanes(0, 4, 1, 5)).set(T[2]);
+  b.get(R[2]).get(R[3]).v(simd.i8x16Shuffle, ...lanes(2, 6, 3, 7)).set(T[3]);
+  // destination row j+k, columns i..i+3: column k of the block
+  const cols: [number, number, number[]][] = [
+    [T[0], T[2], lanes(0, 1, 4, 5)],
+    [T[0], T[2], lanes(2, 3, 6, 7)],
+    [T[1], T[3], lanes(0, 1, 4, 5)],
+    [T[1], T[3], lanes(2, 3, 6, 7)],
+  ];
+  cols.forEach(([x, y, sel], k) => {
+    // address dst + (j + k) * colBytes + i * 4
+    b.get(DST).get(J);
+    if (k > 0) b.emit(op.i32Const, k, op.i32Add);
+    b.get(CB).emit(op.i32Mul, op.i32Add).get(I).emit(op.i32Const, 2, op.i32Shl, op.i32Add);
+    b.get(x).get(y).v(simd.i8x16Shuffle, ...sel).v(simd.store, 2, 0);
+  });
+  b.get(J).emit(op.i32Const, 4, op.i32Add).set(J);
+  b.emit(op.br, 0, op.end, op.end);
+  b.get(I).emit(op.i32Const, 4, op.i32Add).set(I);
+  b.emit(op.br, 0, op.end, op.end);
+  b.get(JEND).set(JB);
+  b.emit(op.br, 0, op.end, op.end);
+  b.emit(op.end);
+  const body = [...vec([[...uleb(7), I32], [...uleb(8), 0x7b /* v128 */]]), ...b.code];
+  return [...uleb(body.length), ...body];
+}
+
+function colSumBody(): number[] {
+  // params: src 0, dst 1, rows 2, cols 3; locals (i32): r 4, j 5 (bytes), row 6 (byte offset
+  // of row r), c4 7 (bytes of the columns handled four at a time), cb 8 (bytes of a row)
+  const SRC = 0, DST = 1, ROWS = 2, COLS = 3;
+  const R = 4, J = 5, ROW = 6, C4 = 7, CB = 8;
+  const b = new Body();
+  b.get(COLS).emit(op.i32Const, 2, op.i32Shl).set(CB);
+  b.get(COLS).emit(op.i32Const, 0x7c /* -4 */, op.i32And, op.i32Const, 2, op.i32Shl).set(C4);
+  // dst = 0
+  b.emit(op.i32Const, 0).set(J);
+  b.emit(op.block, op.void, op.loop, op.void);
+  b.get(J).get(CB).emit(op.i32GeU, op.brIf, 1);
+  b.get(DST).get(J).emit(op.i32Add, op.f32Const, 0, 0, 0, 0, op.f32Store, 2, 0);
+  b.get(J).emit(op.i32Const, 4, op.i32Add).set(J);
+  b.emit(op.br, 0, op.end, op.end);
+  // for each row: dst += row (four columns at a time, then the rest one by one)
+  b.emit(op.i32Const, 0).set(R);
+  b.get(SRC).set(ROW);
+  b.emit(op.block, op.void, op.loop, op.void);
+  b.get(R).get(ROWS).emit(op.i32GeU, op.brIf, 1);
+  b.emit(op.i32Const, 0).set(J);
+  b.emit(op.block, op.void, op.loop, op.void);
+  b.get(J).get(C4).emit(op.i32GeU, op.brIf, 1);
+  b.get(DST).get(J).emit(op.i32Add);
+  b.get(DST).get(J).emit(op.i32Add).v(simd.load, 2, 0);
+  b.get(ROW).get(J).emit(op.i32Add).v(simd.load, 2, 0);
+  b.v(simd.f32x4Add).v(simd.store, 2, 0);
+  b.get(J).emit(op.i32Const, 16, op.i32Add).set(J);
+  b.emit(op.br, 0, op.end, op.end);
+  b.emit(op.block, op.void, op.loop, op.void);
+  b.get(J).get(CB).emit(op.i32GeU, op.brIf, 1);
+  b.get(DST).get(J).emit(op.i32Add);
+  b.get(DST).get(J).emit(op.i32Add, op.f32Load, 2, 0);
+  b.get(ROW).get(J).emit(op.i32Add, op.f32Load, 2, 0);
+  b.emit(op.f32Add, op.f32Store, 2, 0);
+  b.get(J).emit(op.i32Const, 4, op.i32Add).set(J);
+  b.emit(op.br, 0, op.end, op.end);
+  b.get(ROW).get(CB).emit(op.i32Add).set(ROW);
+  b.get(R).emit(op.i32Const, 1, op.i32Add).set(R);
+  b.emit(op.br, 0, op.end, op.end);
+  b.emit(op.end);
+  const body = [...vec([[...uleb(5), I32]]), ...b.code];
+  return [...uleb(body.length), ...body];
+}
+
+function moduleBytes(shared: boolean): Uint8Array {
+  const type = [0x60, ...vec([[I32], [I32], [I32], [I32]]), ...vec([])];
+  // Memory import: unshared, min 0 pages; shared needs a maximum (the largest possible).
+  const limits = shared ? [0x03, 0x00, ...uleb(65536)] : [0x00, 0x00];
+  return Uint8Array.from([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...section(1, vec([type])),
+    ...section(2, vec([[...name('env'), ...name('memory'), 0x02, ...limits]])),
+    ...section(3, vec([[0], [0]])),
+    ...section(7, vec([[...name('transpose'), 0x00, 0], [...name('colSum'), 0x00, 1]])),
+    ...section(10, vec([transposeBody(), colSumBody()])),
+  ]);
+}
+
+const cache = new WeakMap<object, HeapKernels | null>();
+
+function memoryOf(backend: object): WasmMemory | undefined {
+  const mem = (backend as { wasm?: { asm?: { memory?: unknown } } }).wasm?.asm?.memory;
+  return mem && typeof mem === 'object' && 'buffer' in mem ? (mem as WasmMemory) : undefined;
+}
+
+/**
+ * The SIMD kernels bound to this WASM backend's heap, or undefined when the backend does not
+ * export its memory or the runtime lacks WebAssembly SIMD.
+ */
+export function heapKernels(backend: object): HeapKernels | undefined {
+  let fn = cache.get(backend);
+  if (fn === undefined) {
+    fn = null;
+    const memory = memoryOf(backend);
+    if (memory && wasmApi) {
+      const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
+      const mod = compileOrNull(moduleBytes(shared));
+      if (mod) {
+        try {
+          const inst = new wasmApi.Instance(mod, { env: { memory } });
+          const ex = inst.exports as HeapKernels;
+          fn = { transpose: ex.transpose, colSum: ex.colSum };
+        } catch {
+          fn = null;
+        }
+      }
+    }
+    cache.set(backend, fn);
+  }
+  return fn ?? undefined;
+}
