@@ -3,7 +3,8 @@
  * - the optimiser's update (src/train/wasmAdam.ts) against the JavaScript loop, for the
  *   parameter counts of the 3-layer 512-wide MLP (788k) and the core MLP denoiser (1.3M);
  * - the heap transpose and column sums (src/backend/wasmHeap.ts) against the backend's
- *   Transpose kernel and its transpose-then-sum.
+ *   Transpose kernel and its transpose-then-sum, alone and inside a training step of the
+ *   shipped policies' temporal U-Nets (batch 128, random data of their sizes).
  *
  *   npx tsx benchmarks/heapKernels.ts [--out FILE]
  */
@@ -17,6 +18,10 @@ import { installWasmMatMulFix, setWasmMatMulOptions } from '../src/backend/wasmM
 import { ParamStore } from '../src/nn/params.js';
 import { AdamOptimizer } from '../src/train/optimizer.js';
 import { pseudoRandom, timeInterleaved } from './timing.js';
+import { DiffusionPolicy } from '../domains/robotics/policy/policy.js';
+import { policyTrainer } from '../domains/robotics/policy/train.js';
+import type { Demo } from '../domains/robotics/policy/windows.js';
+import { shippedPolicyDir } from '../domains/robotics/serve/cli.js';
 
 const { values } = parseArgs({ options: { out: { type: 'string' } } });
 await setBackend('wasm', { threads: 1 });
@@ -62,6 +67,26 @@ for (const shape of [[512, 512], [256, 512]]) {
   };
   row(`sum over the leading axis of ${shape.join(' x ')} (transpose + sum -> SIMD column sums)`, sum(false), sum(true), 60);
   tf.dispose([x, ones]);
+}
+for (const env of ['pusht', 'arm-reach'] as const) {
+  const shipped = DiffusionPolicy.load(shippedPolicyDir(env), { env });
+  const cfg = shipped.config;
+  shipped.dispose();
+  const demos: Demo[] = Array.from({ length: 20 }, (_, e) => {
+    const obs = pseudoRandom(100 * cfg.obsDim, 10 + e, 1);
+    const act = pseudoRandom(100 * cfg.actionDim, 1000 + e, 1);
+    return {
+      observations: Array.from({ length: 100 }, (_, t) => Float64Array.from(obs.subarray(t * cfg.obsDim, (t + 1) * cfg.obsDim))),
+      actions: Array.from({ length: 100 }, (_, t) => Float64Array.from(act.subarray(t * cfg.actionDim, (t + 1) * cfg.actionDim))),
+    };
+  });
+  const runs = [false, true].map(() => policyTrainer(demos, cfg, { steps: 1000, batchSize: 128, seed: 0 }));
+  const step = (i: number) => (): void => {
+    setWasmMatMulOptions({ simdKernels: i === 1 });
+    runs[i].trainer.trainStep();
+  };
+  row(`${env} U-Net training step, batch 128 (backend's transposes and sums -> SIMD)`, step(0), step(1), 20);
+  for (const r of runs) r.dispose();
 }
 setWasmMatMulOptions({ simdKernels: true });
 
