@@ -19,6 +19,11 @@ describe('scoreflow CLI', () => {
     expect(['wasm', 'tensorflow']).toContain(info.backend);
     expect(info.reason).toMatch(/auto/);
     expect(info.selfTest).toMatch(/^ok/);
+    expect(info.kernels.optimizer).toBe('WebAssembly SIMD update');
+    if (info.backend === 'wasm') {
+      expect(info.kernels.matMulFix).toBe(true);
+      expect(info.kernels.heapKernels).toMatch(/^SIMD/);
+    }
   });
 
   it('user errors exit 2 with one line and no stack trace', () => {

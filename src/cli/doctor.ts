@@ -7,6 +7,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setBackend, type BackendName } from '../backend/backend.js';
 import { wasmThreadInfo } from '../backend/threads.js';
+import { wasmMatMulFixInstalled } from '../backend/wasmMatMul.js';
+import { heapKernels } from '../backend/wasmHeap.js';
+import { wasmAdamAvailable } from '../train/wasmAdam.js';
 
 const require = createRequire(import.meta.url);
 
@@ -45,6 +48,16 @@ export async function doctor(opts: { json: boolean; backend: BackendName }): Pro
     reason: choice.reason,
     selfTest: ok ? `ok (${(performance.now() - t0).toFixed(1)} ms)` : 'FAILED',
     wasm: threads,
+    // The fast paths this process uses (README, Benchmarks): each falls back when unavailable.
+    kernels: {
+      optimizer: wasmAdamAvailable() ? 'WebAssembly SIMD update' : 'JavaScript loop',
+      ...(choice.backend === 'wasm'
+        ? {
+            matMulFix: wasmMatMulFixInstalled(),
+            heapKernels: heapKernels(tf.backend()) ? 'SIMD transposes and bias-gradient sums' : 'unavailable (threaded build or no SIMD): backend kernels',
+          }
+        : {}),
+    },
     versions: {
       '@tensorflow/tfjs-core': version('@tensorflow/tfjs-core'),
       '@tensorflow/tfjs-backend-wasm': version('@tensorflow/tfjs-backend-wasm'),
