@@ -14,8 +14,10 @@
  * columns per instruction; each output is still the float32 sum of its column in row order
  * starting from 0, the order of the backend's scalar loop, so the results are bit-identical.
  *
- * Only the single-threaded backend exports its memory; with the threaded build (or where
- * WebAssembly SIMD is missing) `heapKernels` returns undefined and callers keep the backend's
+ * The single-threaded build exports its memory and the threaded build keeps its (shared) memory
+ * on the module; the kernels import either (declared shared for the latter). They run on the
+ * calling thread between the backend's kernels, never beside them. Where WebAssembly SIMD or
+ * the memory is missing, `heapKernels` returns undefined and callers keep the backend's
  * kernels. Transposes of matrices whose sides are not multiples of 4 also stay with the kernel.
  */
 import { Body, compileOrNull, I32, name, op, section, simd, uleb, vec, wasmApi, type WasmMemory } from '../util/wasmAsm.js';
@@ -163,8 +165,10 @@ function moduleBytes(shared: boolean): Uint8Array {
 
 const cache = new WeakMap<object, HeapKernels | null>();
 
+/** The backend's WebAssembly.Memory: exported by the single-threaded build, kept on the module by the threaded one. */
 function memoryOf(backend: object): WasmMemory | undefined {
-  const mem = (backend as { wasm?: { asm?: { memory?: unknown } } }).wasm?.asm?.memory;
+  const wasm = (backend as { wasm?: { asm?: { memory?: unknown }; wasmMemory?: unknown } }).wasm;
+  const mem = wasm?.asm?.memory ?? wasm?.wasmMemory;
   return mem && typeof mem === 'object' && 'buffer' in mem ? (mem as WasmMemory) : undefined;
 }
 

@@ -51,6 +51,8 @@ describe('threaded WASM build under Node', () => {
       info: { threads: number; simd: boolean; threadedBuild: boolean };
       product: number[];
       grad: number[];
+      heapIdentical: boolean;
+      stats: { simdTransposes: number; simdSums: number };
     };
     expect(out.choice.backend).toBe('wasm');
     expect(out.choice.threads).toBe(2);
@@ -59,5 +61,9 @@ describe('threaded WASM build under Node', () => {
     expect(out.product).toEqual([7, 10, 16, 22]);
     // d/da sum(a b^T) = ones(2,2) b = column sums of b, per row
     expect(out.grad).toEqual([2, 0, 5, 2, 0, 5]);
+    // The heap kernels (wasmHeap.ts) import the threaded build's shared memory too.
+    expect(out.stats.simdTransposes).toBeGreaterThan(0);
+    expect(out.stats.simdSums).toBeGreaterThan(0);
+    expect(out.heapIdentical).toBe(true);
   });
 });
