@@ -13,7 +13,7 @@
  *   "after" use tfjs's own Adam (`tf.train.adam`) and the backend's Transpose and Sum kernels;
  *   "after + SIMD" adds the heap kernels (src/backend/wasmHeap.ts: transposes, bias-gradient
  *   sums) and the core's AdamOptimizer (the WebAssembly SIMD update every Trainer uses). The
- *   two "after" variants and the forward pass are timed round-robin in one loop;
+ *   two "after" variants and the forward pass are timed in alternating blocks in one loop;
  * - batched products [B, s, s] @ [B, s, s] stock vs split, the data behind MIN_SPLIT_MACS.
  */
 import * as tf from '@tensorflow/tfjs-core';
@@ -21,7 +21,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { setBackend } from '../src/backend/backend.js';
-import { pseudoRandom, timeCalls, timeInterleaved } from './timing.js';
+import { pseudoRandom, timeBlocks, timeCalls } from './timing.js';
 import { ParamStore } from '../src/nn/params.js';
 import { AdamOptimizer } from '../src/train/optimizer.js';
 import {
@@ -140,9 +140,9 @@ interface MlpVariant {
 }
 
 /**
- * Forward pass, gradients and training step of each variant, all timed round-robin in one
- * loop (the forward pass once per round, shared), so the variants and the forward pass they
- * are divided by see the same stretches of a noisy machine.
+ * Forward pass, gradients and training step of each variant, timed in alternating blocks in
+ * one loop (the forward pass shared), so the variants and the forward pass they are divided by
+ * see the same stretches of a noisy machine.
  */
 function benchMlp(batch: number, width: number, layers: number, reps: number, variants: MlpVariant[]): MlpResult[] {
   const x = tf.tensor2d(pseudoRandom(batch * width, 1, 1), [batch, width]);
@@ -191,12 +191,11 @@ function benchMlp(batch: number, width: number, layers: number, reps: number, va
       mlpForward(setups[0].m, x).dataSync();
     });
   };
-  // Order matters: an update invalidates XNNPACK's packed weights and the next product
-  // repacks them. Each step follows the previous round's step of its own network, as in
-  // training (it repacks); the forward pass follows the gradients, which do not change the
-  // weights, so it meets them packed, as inference does.
+  // Alternating blocks (timing.ts, timeBlocks): within its block each step follows its own
+  // previous step, as in training (it repacks the weights the update changed), and each
+  // forward pass follows a forward pass, as in sampling (weights packed, caches warm).
   const fns = [...setups.flatMap((s) => [s.step, s.gradients]), forward];
-  const t = timeInterleaved(fns, reps);
+  const t = timeBlocks(fns, Math.max(2, Math.round(reps / 3)), 3);
   const fwdT = t[t.length - 1];
   setWasmMatMulOptions({ simdKernels: true });
   for (const s of setups) s.dispose();

@@ -60,3 +60,31 @@ export function timeInterleaved(fns: readonly (() => void)[], reps: number, warm
   }
   return fns.map((_, j) => ({ medianMs: median(wall[j]), minMs: Math.min(...wall[j]), cpuMs: median(cpu[j]), reps }));
 }
+
+/**
+ * Time several functions in alternating blocks: each round runs, for each function in turn,
+ * one untimed call and then `block` timed calls. Within a block a function meets the caches
+ * and packed weights its own previous call left, as in a loop of training steps or of
+ * sampler steps; alternating the blocks lets slow stretches of a shared machine fall on all
+ * of them alike. (Calling them round-robin one call at a time is steadier still, but then
+ * every call starts with caches the others filled: a forward pass of the 3-layer MLP measured
+ * that way took ~20% longer than in a loop of forward passes.)
+ */
+export function timeBlocks(fns: readonly (() => void)[], rounds: number, block: number): CallTiming[] {
+  const wall = fns.map(() => [] as number[]);
+  const cpu = fns.map(() => [] as number[]);
+  for (let r = 0; r < rounds; r++) {
+    fns.forEach((f, j) => {
+      f();
+      for (let i = 0; i < block; i++) {
+        const c0 = process.cpuUsage();
+        const t0 = performance.now();
+        f();
+        wall[j].push(performance.now() - t0);
+        const c = process.cpuUsage(c0);
+        cpu[j].push((c.user + c.system) / 1000);
+      }
+    });
+  }
+  return fns.map((_, j) => ({ medianMs: median(wall[j]), minMs: Math.min(...wall[j]), cpuMs: median(cpu[j]), reps: rounds * block }));
+}
