@@ -19,11 +19,9 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { setBackend } from '../src/backend/backend.js';
-import { DiffusionPolicy } from '../domains/robotics/policy/policy.js';
 import { policyTrainer } from '../domains/robotics/policy/train.js';
-import type { Demo } from '../domains/robotics/policy/windows.js';
-import { shippedPolicyDir } from '../domains/robotics/serve/cli.js';
-import { median, pseudoRandom } from './timing.js';
+import { shippedConfigAndRandomDemos } from './policyData.js';
+import { median } from './timing.js';
 
 interface Config {
   readonly threads: number;
@@ -46,8 +44,9 @@ interface ChildResult {
 const { values: args } = parseArgs({
   options: { env: { type: 'string' }, batch: { type: 'string' }, steps: { type: 'string' }, rounds: { type: 'string' }, child: { type: 'boolean' }, threads: { type: 'string' }, workers: { type: 'string' } },
 });
-const env = args.env ?? 'arm-reach';
-if (env !== 'arm-reach' && env !== 'pusht') throw new Error(`--env: expected arm-reach or pusht, received ${env}`);
+const envArg = args.env ?? 'arm-reach';
+if (envArg !== 'arm-reach' && envArg !== 'pusht') throw new Error(`--env: expected arm-reach or pusht, received ${envArg}`);
+const env: 'arm-reach' | 'pusht' = envArg;
 const batch = Number(args.batch ?? 128);
 const steps = Number(args.steps ?? 40);
 const rounds = Number(args.rounds ?? 3);
@@ -57,18 +56,7 @@ for (const [k, v] of [['batch', batch], ['steps', steps], ['rounds', rounds]] as
 
 async function child(threads: number, workers: number): Promise<ChildResult> {
   await setBackend('wasm', { threads });
-  const shipped = DiffusionPolicy.load(shippedPolicyDir(env), { env });
-  const cfg = shipped.config;
-  shipped.dispose();
-  // Random episodes of the environment's sizes: timing does not depend on the values.
-  const demos: Demo[] = Array.from({ length: 20 }, (_, e) => {
-    const obs = pseudoRandom(100 * cfg.obsDim, 10 + e, 1);
-    const act = pseudoRandom(100 * cfg.actionDim, 1000 + e, 1);
-    return {
-      observations: Array.from({ length: 100 }, (_, t) => Float64Array.from(obs.subarray(t * cfg.obsDim, (t + 1) * cfg.obsDim))),
-      actions: Array.from({ length: 100 }, (_, t) => Float64Array.from(act.subarray(t * cfg.actionDim, (t + 1) * cfg.actionDim))),
-    };
-  });
+  const { cfg, demos } = shippedConfigAndRandomDemos(env);
   const run = policyTrainer(demos, cfg, { steps: steps + 10, batchSize: batch, seed: 0 });
   try {
     if (workers > 1) await run.startWorkers(workers - 1);

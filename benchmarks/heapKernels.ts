@@ -18,10 +18,8 @@ import { installWasmMatMulFix, setWasmMatMulOptions } from '../src/backend/wasmM
 import { ParamStore } from '../src/nn/params.js';
 import { AdamOptimizer } from '../src/train/optimizer.js';
 import { pseudoRandom, timeInterleaved } from './timing.js';
-import { DiffusionPolicy } from '../domains/robotics/policy/policy.js';
 import { policyTrainer } from '../domains/robotics/policy/train.js';
-import type { Demo } from '../domains/robotics/policy/windows.js';
-import { shippedPolicyDir } from '../domains/robotics/serve/cli.js';
+import { shippedConfigAndRandomDemos } from './policyData.js';
 
 const { values } = parseArgs({ options: { out: { type: 'string' } } });
 await setBackend('wasm', { threads: 1 });
@@ -69,17 +67,7 @@ for (const shape of [[512, 512], [256, 512]]) {
   tf.dispose([x, ones]);
 }
 for (const env of ['pusht', 'arm-reach'] as const) {
-  const shipped = DiffusionPolicy.load(shippedPolicyDir(env), { env });
-  const cfg = shipped.config;
-  shipped.dispose();
-  const demos: Demo[] = Array.from({ length: 20 }, (_, e) => {
-    const obs = pseudoRandom(100 * cfg.obsDim, 10 + e, 1);
-    const act = pseudoRandom(100 * cfg.actionDim, 1000 + e, 1);
-    return {
-      observations: Array.from({ length: 100 }, (_, t) => Float64Array.from(obs.subarray(t * cfg.obsDim, (t + 1) * cfg.obsDim))),
-      actions: Array.from({ length: 100 }, (_, t) => Float64Array.from(act.subarray(t * cfg.actionDim, (t + 1) * cfg.actionDim))),
-    };
-  });
+  const { cfg, demos } = shippedConfigAndRandomDemos(env);
   const runs = [false, true].map(() => policyTrainer(demos, cfg, { steps: 1000, batchSize: 128, seed: 0 }));
   const step = (i: number) => (): void => {
     setWasmMatMulOptions({ simdKernels: i === 1 });

@@ -17,14 +17,7 @@ export function timeCalls(fn: () => void, reps: number, warmup = 2): CallTiming 
   for (let i = 0; i < warmup; i++) fn();
   const wall: number[] = [];
   const cpu: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const c0 = process.cpuUsage();
-    const t0 = performance.now();
-    fn();
-    wall.push(performance.now() - t0);
-    const c = process.cpuUsage(c0);
-    cpu.push((c.user + c.system) / 1000);
-  }
+  for (let i = 0; i < reps; i++) timeOnce(fn, wall, cpu);
   return { medianMs: median(wall), minMs: Math.min(...wall), cpuMs: median(cpu), reps };
 }
 
@@ -39,6 +32,16 @@ export function pseudoRandom(n: number, seed: number, scale: number): Float32Arr
   return out;
 }
 
+/** One call of `f`: its wall and CPU milliseconds are pushed onto `wall` and `cpu`. */
+function timeOnce(f: () => void, wall: number[], cpu: number[]): void {
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  f();
+  wall.push(performance.now() - t0);
+  const c = process.cpuUsage(c0);
+  cpu.push((c.user + c.system) / 1000);
+}
+
 /**
  * Time several functions round-robin (one call of each per round), so a slow stretch of a
  * shared machine falls on all of them alike; ratios between them are then far steadier
@@ -49,14 +52,7 @@ export function timeInterleaved(fns: readonly (() => void)[], reps: number, warm
   const wall = fns.map(() => [] as number[]);
   const cpu = fns.map(() => [] as number[]);
   for (let i = 0; i < reps; i++) {
-    fns.forEach((f, j) => {
-      const c0 = process.cpuUsage();
-      const t0 = performance.now();
-      f();
-      wall[j].push(performance.now() - t0);
-      const c = process.cpuUsage(c0);
-      cpu[j].push((c.user + c.system) / 1000);
-    });
+    fns.forEach((f, j) => timeOnce(f, wall[j], cpu[j]));
   }
   return fns.map((_, j) => ({ medianMs: median(wall[j]), minMs: Math.min(...wall[j]), cpuMs: median(cpu[j]), reps }));
 }
@@ -76,14 +72,7 @@ export function timeBlocks(fns: readonly (() => void)[], rounds: number, block: 
   for (let r = 0; r < rounds; r++) {
     fns.forEach((f, j) => {
       f();
-      for (let i = 0; i < block; i++) {
-        const c0 = process.cpuUsage();
-        const t0 = performance.now();
-        f();
-        wall[j].push(performance.now() - t0);
-        const c = process.cpuUsage(c0);
-        cpu[j].push((c.user + c.system) / 1000);
-      }
+      for (let i = 0; i < block; i++) timeOnce(f, wall[j], cpu[j]);
     });
   }
   return fns.map((_, j) => ({ medianMs: median(wall[j]), minMs: Math.min(...wall[j]), cpuMs: median(cpu[j]), reps: rounds * block }));

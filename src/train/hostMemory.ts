@@ -73,6 +73,22 @@ export function markWritten(t: tf.Tensor): void {
   b.wasm.tfjs.registerTensor(d.id, t.size, d.memoryOffset);
 }
 
+/**
+ * Set a variable's values: in place when it owns its storage in addressable memory (and the
+ * backend's caches of it are dropped), else through `assign`.
+ */
+export function writeVariable(v: tf.Variable, values: Float32Array): void {
+  const view = writableHostView(v);
+  if (view) {
+    view.set(values);
+    markWritten(v);
+  } else {
+    const t = tf.tensor(values, v.shape, 'float32');
+    v.assign(t);
+    t.dispose();
+  }
+}
+
 /** The tensor's values: a live view when possible, else a copy. */
 export function readValues(t: tf.Tensor): Float32Array {
   return hostView(t) ?? (t.dataSync() as Float32Array);

@@ -16,7 +16,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { ParamStore } from '../nn/params.js';
-import { markWritten, readValues, writableHostView } from './hostMemory.js';
+import { markWritten, readValues, writableHostView, writeVariable } from './hostMemory.js';
 import { checkNumber, checkOneOf, fail } from '../util/validate.js';
 import { WasmAdamKernel, wasmAdamAvailable } from './wasmAdam.js';
 
@@ -218,11 +218,7 @@ export class AdamOptimizer {
       const g = gradOf(i);
       adamUpdate(p, g, m, v, e, this.offsets[i], gScale, l2, beta1, beta2, stepSize, bc2, eps, decoupled, d);
       if (inPlace) markWritten(variable);
-      else {
-        const t = tf.tensor(p, variable.shape, 'float32');
-        variable.assign(t);
-        t.dispose();
-      }
+      else writeVariable(variable, p);
     });
     return { gradNorm };
   }
@@ -250,19 +246,7 @@ export class AdamOptimizer {
     if (ema) kernel.e.set(ema.values);
     const { beta1, beta2, eps } = this.config;
     kernel.step({ ...s, beta1, beta2, eps, emaDecay: ema?.decay });
-    this.names.forEach((n, i) => {
-      const variable = this.params.get(n);
-      const updated = kernel.p.subarray(this.offsets[i], this.offsets[i] + this.pieceSize(i));
-      const inPlace = writableHostView(variable);
-      if (inPlace) {
-        inPlace.set(updated);
-        markWritten(variable);
-      } else {
-        const t = tf.tensor(updated, variable.shape, 'float32');
-        variable.assign(t);
-        t.dispose();
-      }
-    });
+    this.names.forEach((n, i) => writeVariable(this.params.get(n), kernel.p.subarray(this.offsets[i], this.offsets[i] + this.pieceSize(i))));
     if (ema) ema.values.set(kernel.e);
     return { gradNorm };
   }

@@ -12,7 +12,7 @@ import { ParamStore } from '../nn/params.js';
 import { buildNetwork } from '../nn/registry.js';
 import { Rng } from '../rng/rng.js';
 import { CTRL, ERROR_BYTES, STATUS, type ReplicaDefinition, type ReplicaWorkerData } from './dataParallel.js';
-import { markWritten, readValues, writableHostView } from './hostMemory.js';
+import { readValues, writeVariable } from './hostMemory.js';
 
 const d = workerData as ReplicaWorkerData;
 const ctrl = new Int32Array(d.ctrl);
@@ -61,18 +61,7 @@ async function setUp(): Promise<{ def: ReplicaDefinition; net: Network; vars: tf
 }
 
 function loadParams(vars: tf.Variable[], offsets: number[]): void {
-  vars.forEach((v, i) => {
-    const src = params.subarray(offsets[i], offsets[i] + v.size);
-    const view = writableHostView(v);
-    if (view) {
-      view.set(src);
-      markWritten(v);
-    } else {
-      const t = tf.tensor(src, v.shape, 'float32');
-      v.assign(t);
-      t.dispose();
-    }
-  });
+  vars.forEach((v, i) => writeVariable(v, params.subarray(offsets[i], offsets[i] + v.size)));
 }
 
 try {
