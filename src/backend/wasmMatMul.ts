@@ -57,6 +57,18 @@ type KernelArgs = Parameters<KernelFunc>[0];
 export const MIN_SPLIT_MACS = 8192;
 let minSplitMacs = MIN_SPLIT_MACS;
 let useSimdKernels = true;
+let useOperandSwap = true;
+
+/**
+ * XNNPACK packs the right operand of every product into its own layout before multiplying,
+ * and the WASM backend caches that only per tensor (weights used again and again). The
+ * operands of a gradient product are fresh every time, so each is packed for a single use, at
+ * ~15 ns per element on this machine against ~2.5 ns per element for the SIMD transpose (both
+ * measured by `benchmarks/matmul.ts`, `packing` section). Packing costs this many transposes
+ * of the same number of elements in the model that picks between `C = A B` and
+ * `C = (Bᵀ Aᵀ)ᵀ`.
+ */
+export const PACK_COST = 6;
 
 /** Tuning knobs of the fix (benchmarks use them to map the split threshold). */
 export interface WasmMatMulOptions {
@@ -69,6 +81,14 @@ export interface WasmMatMulOptions {
    * and as the fallback). Results are bit-identical either way.
    */
   simdKernels?: boolean;
+  /**
+   * Compute a transposed single-batch product `C = op(A) op(B)` as `(op(B)ᵀ op(A)ᵀ)ᵀ` when that
+   * packs fewer elements (default on; needs the SIMD kernels): for the input gradient of a
+   * dense layer, `dX = dY Wᵀ` with batch < width, XNNPACK then packs `dYᵀ` instead of `Wᵀ`.
+   * Every output entry is the same float32 dot product in the same order, so results are
+   * bit-identical either way.
+   */
+  operandSwap?: boolean;
 }
 
 /** Change the tuning knobs; returns the values now in force. */
@@ -85,7 +105,13 @@ export function setWasmMatMulOptions(opts: WasmMatMulOptions): Required<WasmMatM
     }
     useSimdKernels = opts.simdKernels;
   }
-  return { minSplitMacs, simdKernels: useSimdKernels };
+  if (opts.operandSwap !== undefined) {
+    if (typeof opts.operandSwap !== 'boolean') {
+      throw new Error(`setWasmMatMulOptions: operandSwap must be a boolean, got ${String(opts.operandSwap)}`);
+    }
+    useOperandSwap = opts.operandSwap;
+  }
+  return { minSplitMacs, simdKernels: useSimdKernels, operandSwap: useOperandSwap };
 }
 
 /**
@@ -136,8 +162,10 @@ export interface WasmMatMulStats {
   simdTransposes: number;
   /** Sums over leading axes computed as column sums (wasmHeap.ts). */
   simdSums: number;
+  /** Transposed products computed as the transpose of the swapped product. */
+  swappedProducts: number;
 }
-const stats: WasmMatMulStats = { fastCalls: 0, slowCalls: 0, transposes: 0, simdTransposes: 0, simdSums: 0 };
+const stats: WasmMatMulStats = { fastCalls: 0, slowCalls: 0, transposes: 0, simdTransposes: 0, simdSums: 0, swappedProducts: 0 };
 
 /** A copy of the routing counters. */
 export function wasmMatMulStats(): WasmMatMulStats {
@@ -276,14 +304,18 @@ class Scratch {
     this.owned.length = 0;
   }
 
-  /** Swap the two innermost axes of `x`, returning a new (owned) tensor. */
-  transposeInner(x: TensorInfo): TensorInfo {
+  /**
+   * Swap the two innermost axes of `x`, returning a new tensor: owned (freed by `release`)
+   * unless `keep`, when the caller takes it (a kernel's output).
+   */
+  transposeInner(x: TensorInfo, keep = false): TensorInfo {
     const r = x.shape.length;
     const rows = x.shape[r - 2];
     const cols = x.shape[r - 1];
     const fast = useSimdKernels && x.dtype === 'float32' && rows % 4 === 0 && cols % 4 === 0 ? heapKernels(this.backend)?.transpose : undefined;
     if (fast) {
-      const out = this.own(this.backend.makeOutput([...x.shape.slice(0, -2), cols, rows], 'float32'));
+      const made = this.backend.makeOutput([...x.shape.slice(0, -2), cols, rows], 'float32');
+      const out = keep ? made : this.own(made);
       // Offsets are taken after makeOutput: an allocation can grow (and replace) the heap.
       const src = this.backend.typedArrayFromHeap(x).byteOffset;
       const dst = this.backend.typedArrayFromHeap(out).byteOffset;
@@ -301,7 +333,7 @@ class Scratch {
       attrs: { perm } as unknown as NamedAttrMap,
     }) as TensorInfo;
     stats.transposes++;
-    return this.own(out);
+    return keep ? out : this.own(out);
   }
 
   /** Copy batch entry `index` of a `[B, rows, cols]` operand into a new `[1, rows, cols]`. */
@@ -388,6 +420,42 @@ function productCanonical(
   return { ...out, shape: p.outShape };
 }
 
+/**
+ * Should the single-batch product `op(A) op(B)` (at least one operand transposed) be computed
+ * as `(op(B)ᵀ op(A)ᵀ)ᵀ`? Costs in elements moved, packing weighted by PACK_COST: directly,
+ * each transposed operand is materialised and `op(B)` [k, n] is packed; swapped, the operands
+ * that are *not* transposed are materialised, `op(A)ᵀ` [k, m] is packed, and the [n, m] result
+ * is transposed back. Only when every transpose involved runs as the SIMD kernel.
+ */
+function swapPays(p: Plan, transposeA: boolean, transposeB: boolean): boolean {
+  if (!useOperandSwap || !useSimdKernels || p.batchA !== 1 || p.batchB !== 1 || (!transposeA && !transposeB)) return false;
+  const { m, k, n } = p;
+  if (m % 4 !== 0 || k % 4 !== 0 || n % 4 !== 0) return false;
+  const direct = (transposeA ? m * k : 0) + (transposeB ? n * k : 0) + PACK_COST * k * n;
+  const swapped = (transposeA ? 0 : m * k) + (transposeB ? 0 : n * k) + PACK_COST * k * m + m * n;
+  return swapped < direct;
+}
+
+/** `(op(B)ᵀ op(A)ᵀ)ᵀ` through the fast path: the caller's output, [m, n] in `p.outShape`. */
+function swappedProduct(
+  scratch: Scratch,
+  a: TensorInfo,
+  b: TensorInfo,
+  p: Plan,
+  transposeA: boolean,
+  transposeB: boolean,
+  call: (x: TensorInfo, y: TensorInfo) => TensorInfo,
+): TensorInfo {
+  const { m, k, n } = p;
+  // op(B)ᵀ is B as stored when transposeB ([n, k]); else B [k, n] transposed. Likewise op(A)ᵀ.
+  const x = view(transposeB ? b : scratch.transposeInner(view(b, [1, k, n])), [1, n, k]);
+  const y = view(transposeA ? a : scratch.transposeInner(view(a, [1, m, k])), [1, k, m]);
+  const r = scratch.own(call(x, y));
+  const out = scratch.transposeInner(view(r, [1, n, m]), true);
+  stats.swappedProducts++;
+  return { ...out, shape: p.outShape };
+}
+
 // ---------------------------------------------------------------------------------------
 // Kernels
 
@@ -410,12 +478,14 @@ function makeBatchMatMul(original: KernelFunc, transposeFunc: KernelFunc): Kerne
     const backend = args.backend as WasmBackendLike;
     const scratch = new Scratch(backend, transposeFunc);
     const plainAttrs = { transposeA: false, transposeB: false } as NamedAttrMap;
+    const call = (x: TensorInfo, y: TensorInfo): TensorInfo => {
+      stats.fastCalls++;
+      return original({ inputs: { a: x, b: y }, backend, attrs: plainAttrs }) as TensorInfo;
+    };
     try {
+      if (swapPays(p, transposeA, transposeB)) return swappedProduct(scratch, a, b, p, transposeA, transposeB, call);
       const [a3, b3] = canonicalOperands(scratch, a, b, p, transposeA, transposeB);
-      return productCanonical(scratch, a3, b3, p, (x, y) => {
-        stats.fastCalls++;
-        return original({ inputs: { a: x, b: y }, backend, attrs: plainAttrs }) as TensorInfo;
-      });
+      return productCanonical(scratch, a3, b3, p, call);
     } finally {
       scratch.release();
     }

@@ -240,6 +240,40 @@ describe('installWasmMatMulFix', () => {
     setWasmMatMulOptions({ simdKernels: true });
   });
 
+  it('a transposed product computed as the transpose of the swapped product is bit-identical and taken only when it packs less', async () => {
+    await tf.setBackend('wasm');
+    setWasmMatMulOptions({ simdKernels: true });
+    // [a shape, b shape, transposeA, transposeB, swap expected]: the input gradient of a dense
+    // layer with batch < width (dY Wᵀ) swaps; a weight gradient (Xᵀ dY, batch < width) does not.
+    const cases: [number[], number[], boolean, boolean, boolean][] = [
+      [[64, 128], [128, 128], false, true, true],
+      [[64, 128], [64, 128], true, false, false],
+      [[128, 64], [96, 128], true, true, true],
+      [[128, 32], [128, 32], false, true, false],
+      [[20, 36], [40, 36], false, true, true],
+    ];
+    for (const [sa, sb, tA, tB, swap] of cases) {
+      const run = (on: boolean): { bits: number[]; swapped: number } => {
+        setWasmMatMulOptions({ operandSwap: on });
+        const before = wasmMatMulStats().swappedProducts;
+        const bits = tf.tidy(() => {
+          const r = tf.matMul(tf.tensor2d(data(sa, 1), [sa[0], sa[1]]), tf.tensor2d(data(sb, 2), [sb[0], sb[1]]), tA, tB);
+          return Array.from(new Uint32Array((r.dataSync() as Float32Array).slice().buffer));
+        });
+        return { bits, swapped: wasmMatMulStats().swappedProducts - before };
+      };
+      const tensorsBefore = tf.memory().numTensors;
+      const on = run(true);
+      const off = run(false);
+      expect(tf.memory().numTensors).toBe(tensorsBefore);
+      expect(on.swapped).toBe(swap ? 1 : 0);
+      expect(off.swapped).toBe(0);
+      expect(on.bits).toEqual(off.bits);
+    }
+    setWasmMatMulOptions({ operandSwap: true });
+    expect(() => setWasmMatMulOptions({ operandSwap: 'yes' as unknown as boolean })).toThrow(/operandSwap must be a boolean/);
+  });
+
   it('sums over leading axes (bias gradients) are column sums, bit-identical to the stock kernel', async () => {
     await tf.setBackend('wasm');
     // [shape, axis, keepDims]: leading axes in several spellings, odd and multiple-of-4 widths.
@@ -289,13 +323,15 @@ describe('installWasmMatMulFix', () => {
       const a = tf.tensor(data([64, 96], 1), [64, 96]);
       const b = tf.tensor(data([80, 96], 2), [80, 96]);
       const c = tf.tensor(data([64, 50], 3), [64, 50]);
-      tf.matMul(a, b, false, true).dataSync(); // a b^T: one transpose, one fast call
+      // a b^T (64 x 96 x 80): swapped, (b a^T)^T: a^T and the result transposed, one fast call
+      tf.matMul(a, b, false, true).dataSync();
       tf.matMul(a, c, true, false).dataSync(); // a^T c: one transpose, one fast call
     });
     const mid = wasmMatMulStats();
     expect(mid.slowCalls).toBe(before.slowCalls);
     expect(mid.fastCalls - before.fastCalls).toBe(2);
-    expect(mid.transposes - before.transposes).toBe(2);
+    expect(mid.swappedProducts - before.swappedProducts).toBe(1);
+    expect(mid.transposes - before.transposes).toBe(3);
     tf.tidy(() => {
       const a = tf.tensor(data([4, 32, 48], 1), [4, 32, 48]);
       const b = tf.tensor(data([4, 48, 40], 2), [4, 48, 40]);
