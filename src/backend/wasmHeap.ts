@@ -27,9 +27,16 @@ type TransposeFn = (src: number, dst: number, rows: number, cols: number) => voi
 /** `colSum(src, dst, rows, cols)`: dst[j] = sum over r of src[r][j] (byte offsets, any sizes). */
 type ColSumFn = (src: number, dst: number, rows: number, cols: number) => void;
 
+/**
+ * `gemm(a, b, c, m, k, n)`: C = A B for row-major float32 A [m, k], B [k, n], C [m, n] (byte
+ * offsets); n a multiple of 8, k >= 1.
+ */
+type GemmFn = (a: number, b: number, c: number, m: number, k: number, n: number) => void;
+
 export interface HeapKernels {
   readonly transpose: TransposeFn;
   readonly colSum: ColSumFn;
+  readonly gemm: GemmFn;
 }
 
 const BAND = 64;
@@ -149,17 +156,88 @@ function colSumBody(): number[] {
   return [...uleb(body.length), ...body];
 }
 
+/**
+ * C = A B on blocks of `mr` rows of A and 8 columns of B: 2·mr f32x4 accumulators start at
+ * zero and take `acc += a[i][k] * b[k][j..j+3]` for k = 0, 1, ..., k-1 in turn (splatted A
+ * entry, separate multiply and add), the same float32 operations in the same order as
+ * XNNPACK's kernels, so each entry has the bits the backend's product gives. B is read in
+ * place, row k of the 8-column panel at a time, so no packing is needed: the panel (k x 32
+ * bytes) stays in cache while the row blocks of A stream past it.
+ * params: a 0, b 1, c 2, m 3 (a multiple of mr), k 4, n 5 (a multiple of 8), byte offsets.
+ */
+function gemmBody(mr: number): number[] {
+  const A = 0, B = 1, C = 2, M = 3, K = 4, N = 5;
+  let l = 6;
+  const JB = l++, IB = l++, KK = l++, PB = l++, NB = l++, KB = l++, PC = l++;
+  const PA = Array.from({ length: mr }, () => l++);
+  const nI32 = l - 6;
+  const ACC = Array.from({ length: 2 * mr }, () => l++);
+  const B0 = l++, B1 = l++, AV = l++;
+  const nV128 = l - 6 - nI32;
+  const b = new Body();
+  b.get(N).emit(op.i32Const, 2, op.i32Shl).set(NB);
+  b.get(K).emit(op.i32Const, 2, op.i32Shl).set(KB);
+  // for (jb = 0; jb < n; jb += 8)
+  b.emit(op.i32Const, 0).set(JB);
+  b.emit(op.block, op.void, op.loop, op.void);
+  b.get(JB).get(N).emit(op.i32GeU, op.brIf, 1);
+  //   for (ib = 0; ib < m; ib += mr)
+  b.emit(op.i32Const, 0).set(IB);
+  b.emit(op.block, op.void, op.loop, op.void);
+  b.get(IB).get(M).emit(op.i32GeU, op.brIf, 1);
+  for (let r = 0; r < mr; r++) {
+    b.get(A).get(IB);
+    if (r > 0) b.emit(op.i32Const, r, op.i32Add);
+    b.get(KB).emit(op.i32Mul, op.i32Add).set(PA[r]);
+  }
+  b.get(B).get(JB).emit(op.i32Const, 2, op.i32Shl, op.i32Add).set(PB);
+  for (const acc of ACC) b.v(simd.v128Const, ...Array(16).fill(0)).set(acc);
+  //     for (kk = k; kk > 0; kk--)
+  b.get(K).set(KK);
+  b.emit(op.block, op.void, op.loop, op.void);
+  b.get(PB).v(simd.load, 2, 0).set(B0);
+  b.get(PB).v(simd.load, 2, 16).set(B1);
+  for (let r = 0; r < mr; r++) {
+    b.get(PA[r]).v(simd.load32Splat, 2, 0).set(AV);
+    b.get(ACC[2 * r]).get(AV).get(B0).v(simd.f32x4Mul).v(simd.f32x4Add).set(ACC[2 * r]);
+    b.get(ACC[2 * r + 1]).get(AV).get(B1).v(simd.f32x4Mul).v(simd.f32x4Add).set(ACC[2 * r + 1]);
+    b.get(PA[r]).emit(op.i32Const, 4, op.i32Add).set(PA[r]);
+  }
+  b.get(PB).get(NB).emit(op.i32Add).set(PB);
+  b.get(KK).emit(op.i32Const, 1, op.i32Sub).set(KK);
+  b.get(KK).emit(op.brIf, 0, op.end, op.end);
+  //     c[ib + r][jb .. jb + 8] = acc
+  for (let r = 0; r < mr; r++) {
+    b.get(C).get(IB);
+    if (r > 0) b.emit(op.i32Const, r, op.i32Add);
+    b.get(NB).emit(op.i32Mul, op.i32Add).get(JB).emit(op.i32Const, 2, op.i32Shl, op.i32Add).set(PC);
+    b.get(PC).get(ACC[2 * r]).v(simd.store, 2, 0);
+    b.get(PC).get(ACC[2 * r + 1]).v(simd.store, 2, 16);
+  }
+  b.get(IB).emit(op.i32Const, mr, op.i32Add).set(IB);
+  b.emit(op.br, 0, op.end, op.end);
+  b.get(JB).emit(op.i32Const, 8, op.i32Add).set(JB);
+  b.emit(op.br, 0, op.end, op.end);
+  b.emit(op.end);
+  const body = [...vec([[...uleb(nI32), I32], [...uleb(nV128), 0x7b /* v128 */]]), ...b.code];
+  return [...uleb(body.length), ...body];
+}
+
+/** Rows per block of the main product kernel (4 x 8 block: 8 accumulators in registers). */
+const GEMM_MR = 4;
+
 function moduleBytes(shared: boolean): Uint8Array {
   const type = [0x60, ...vec([[I32], [I32], [I32], [I32]]), ...vec([])];
+  const type6 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32]]), ...vec([])];
   // Memory import: unshared, min 0 pages; shared needs a maximum (the largest possible).
   const limits = shared ? [0x03, 0x00, ...uleb(65536)] : [0x00, 0x00];
   return Uint8Array.from([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, vec([type])),
+    ...section(1, vec([type, type6])),
     ...section(2, vec([[...name('env'), ...name('memory'), 0x02, ...limits]])),
-    ...section(3, vec([[0], [0]])),
-    ...section(7, vec([[...name('transpose'), 0x00, 0], [...name('colSum'), 0x00, 1]])),
-    ...section(10, vec([transposeBody(), colSumBody()])),
+    ...section(3, vec([[0], [0], [1], [1]])),
+    ...section(7, vec([[...name('transpose'), 0x00, 0], [...name('colSum'), 0x00, 1], [...name('gemmBlock'), 0x00, 2], [...name('gemmRow'), 0x00, 3]])),
+    ...section(10, vec([transposeBody(), colSumBody(), gemmBody(GEMM_MR), gemmBody(1)])),
   ]);
 }
 
@@ -187,8 +265,14 @@ export function heapKernels(backend: object): HeapKernels | undefined {
       if (mod) {
         try {
           const inst = new wasmApi.Instance(mod, { env: { memory } });
-          const ex = inst.exports as HeapKernels;
-          fn = { transpose: ex.transpose, colSum: ex.colSum };
+          const ex = inst.exports as Omit<HeapKernels, 'gemm'> & { gemmBlock: GemmFn; gemmRow: GemmFn };
+          const gemm: GemmFn = (a, b, c, m, k, n) => {
+            // Blocks of GEMM_MR rows, then the remaining rows one at a time.
+            const m4 = m - (m % GEMM_MR);
+            if (m4 > 0) ex.gemmBlock(a, b, c, m4, k, n);
+            if (m4 < m) ex.gemmRow(a + m4 * k * 4, b, c + m4 * n * 4, m - m4, k, n);
+          };
+          fn = { transpose: ex.transpose, colSum: ex.colSum, gemm };
         } catch {
           fn = null;
         }

@@ -36,7 +36,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { DataId, DataType, KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
-import { heapKernels } from './wasmHeap.js';
+import { heapKernels, type HeapKernels } from './wasmHeap.js';
 
 /** The part of tfjs-backend-wasm's `BackendWasm` the wrappers use. */
 interface WasmBackendLike {
@@ -58,6 +58,21 @@ export const MIN_SPLIT_MACS = 8192;
 let minSplitMacs = MIN_SPLIT_MACS;
 let useSimdKernels = true;
 let useOperandSwap = true;
+let useOwnGemm = true;
+
+/**
+ * Right operands whose values were rewritten in place since XNNPACK last saw them (the
+ * optimiser's in-place update, `markWritten` in src/train/hostMemory.ts): the next plain
+ * product with one of them would pack it again for a single use, so it runs in the
+ * no-packing kernel instead, once; a product after that (inference) packs it and XNNPACK
+ * keeps the packed copy as usual.
+ */
+const rewritten = new WeakSet<object>();
+
+/** Record that a tensor's values were rewritten in place (see `rewritten`). */
+export function noteRewritten(dataId: object): void {
+  rewritten.add(dataId);
+}
 
 /**
  * XNNPACK packs the right operand of every product into its own layout before multiplying,
@@ -89,6 +104,13 @@ export interface WasmMatMulOptions {
    * bit-identical either way.
    */
   operandSwap?: boolean;
+  /**
+   * Run products whose right operand would be packed by XNNPACK for a single use (every
+   * transposed product, i.e. the gradients of dense layers, and the first product with
+   * weights the optimiser just rewrote) in the no-packing SIMD kernel of wasmHeap.ts (default
+   * on; needs the SIMD kernels and a multiple of 8 columns). Bit-identical to XNNPACK's result.
+   */
+  ownGemm?: boolean;
 }
 
 /** Change the tuning knobs; returns the values now in force. */
@@ -111,7 +133,13 @@ export function setWasmMatMulOptions(opts: WasmMatMulOptions): Required<WasmMatM
     }
     useOperandSwap = opts.operandSwap;
   }
-  return { minSplitMacs, simdKernels: useSimdKernels, operandSwap: useOperandSwap };
+  if (opts.ownGemm !== undefined) {
+    if (typeof opts.ownGemm !== 'boolean') {
+      throw new Error(`setWasmMatMulOptions: ownGemm must be a boolean, got ${String(opts.ownGemm)}`);
+    }
+    useOwnGemm = opts.ownGemm;
+  }
+  return { minSplitMacs, simdKernels: useSimdKernels, operandSwap: useOperandSwap, ownGemm: useOwnGemm };
 }
 
 /**
@@ -164,8 +192,10 @@ export interface WasmMatMulStats {
   simdSums: number;
   /** Transposed products computed as the transpose of the swapped product. */
   swappedProducts: number;
+  /** Products run in the no-packing SIMD kernel (wasmHeap.ts `gemm`). */
+  gemmCalls: number;
 }
-const stats: WasmMatMulStats = { fastCalls: 0, slowCalls: 0, transposes: 0, simdTransposes: 0, simdSums: 0, swappedProducts: 0 };
+const stats: WasmMatMulStats = { fastCalls: 0, slowCalls: 0, transposes: 0, simdTransposes: 0, simdSums: 0, swappedProducts: 0, gemmCalls: 0 };
 
 /** A copy of the routing counters. */
 export function wasmMatMulStats(): WasmMatMulStats {
@@ -456,6 +486,57 @@ function swappedProduct(
   return { ...out, shape: p.outShape };
 }
 
+/** The no-packing product kernel, when enabled and available for this backend. */
+function ownGemm(backend: WasmBackendLike): HeapKernels['gemm'] | undefined {
+  return useOwnGemm && useSimdKernels ? heapKernels(backend)?.gemm : undefined;
+}
+
+/**
+ * `[rows, k] x [k, n]` (row-major, batch 1) in the no-packing kernel; the result is owned by
+ * `scratch` unless `keep`.
+ */
+function gemmProduct(scratch: Scratch, gemm: HeapKernels['gemm'], x: TensorInfo, y: TensorInfo, rows: number, k: number, n: number, keep: boolean): TensorInfo {
+  const backend = scratch.backend;
+  const made = backend.makeOutput([1, rows, n], 'float32');
+  const out = keep ? made : scratch.own(made);
+  // Offsets are taken after makeOutput: an allocation can grow (and replace) the heap.
+  const ao = backend.typedArrayFromHeap(view(x, [rows * k])).byteOffset;
+  const bo = backend.typedArrayFromHeap(view(y, [k * n])).byteOffset;
+  const co = backend.typedArrayFromHeap(view(out, [rows * n])).byteOffset;
+  gemm(ao, bo, co, rows, k, n);
+  stats.gemmCalls++;
+  return out;
+}
+
+/**
+ * A single-right-operand product in the no-packing kernel, when it applies: every transposed
+ * product, and a plain one whose right operand was just rewritten. Without packing, only the
+ * transposes count: directly, the transposed operands are materialised; swapped (a batch-1 left
+ * operand), `(op(B)ᵀ op(A)ᵀ)ᵀ` materialises the operands that are *not* transposed and the
+ * result. The kernel needs a multiple of 8 columns in what it computes. Undefined: not taken.
+ */
+function gemmRoute(scratch: Scratch, a: TensorInfo, b: TensorInfo, p: Plan, transposeA: boolean, transposeB: boolean): TensorInfo | undefined {
+  const gemm = ownGemm(scratch.backend);
+  if (!gemm || p.batchB !== 1 || p.m * p.k * p.n === 0) return undefined;
+  const { batchA, m, k, n } = p;
+  if (!transposeA && !transposeB && !rewritten.has(b.dataId)) return undefined;
+  const direct = n % 8 === 0 ? (transposeA ? batchA * m * k : 0) + (transposeB ? n * k : 0) : Infinity;
+  const swapped = batchA === 1 && m % 8 === 0 ? (transposeA ? 0 : m * k) + (transposeB ? 0 : n * k) + m * n : Infinity;
+  if (direct === Infinity && swapped === Infinity) return undefined;
+  rewritten.delete(b.dataId);
+  if (direct <= swapped) {
+    const [a3, b3] = canonicalOperands(scratch, a, b, p, transposeA, transposeB);
+    const out = gemmProduct(scratch, gemm, a3, b3, batchA * m, k, n, true);
+    return { ...out, shape: p.outShape };
+  }
+  const x = transposeB ? b : scratch.transposeInner(view(b, [1, k, n]));
+  const y = transposeA ? a : scratch.transposeInner(view(a, [1, m, k]));
+  const r = gemmProduct(scratch, gemm, x, y, n, k, m, false);
+  const out = scratch.transposeInner(view(r, [1, n, m]), true);
+  stats.swappedProducts++;
+  return { ...out, shape: p.outShape };
+}
+
 // ---------------------------------------------------------------------------------------
 // Kernels
 
@@ -469,13 +550,14 @@ function makeBatchMatMul(original: KernelFunc, transposeFunc: KernelFunc): Kerne
     const p = plan(a.shape, b.shape, transposeA, transposeB);
     const fastAlready = !transposeA && !transposeB && p.batchA === 1 && p.batchB === 1;
     const tooSmallToSplit = p.batchB > 1 && p.m * p.k * p.n < minSplitMacs;
-    if (fastAlready || tooSmallToSplit || p.m * p.k * p.n === 0) {
+    const backend = args.backend as WasmBackendLike;
+    const freshWeights = !transposeA && !transposeB && rewritten.has(b.dataId);
+    if ((fastAlready && !freshWeights) || tooSmallToSplit || p.m * p.k * p.n === 0) {
       if (fastAlready) stats.fastCalls++;
       else stats.slowCalls++;
       return original(args);
     }
 
-    const backend = args.backend as WasmBackendLike;
     const scratch = new Scratch(backend, transposeFunc);
     const plainAttrs = { transposeA: false, transposeB: false } as NamedAttrMap;
     const call = (x: TensorInfo, y: TensorInfo): TensorInfo => {
@@ -483,6 +565,9 @@ function makeBatchMatMul(original: KernelFunc, transposeFunc: KernelFunc): Kerne
       return original({ inputs: { a: x, b: y }, backend, attrs: plainAttrs }) as TensorInfo;
     };
     try {
+      const viaGemm = gemmRoute(scratch, a, b, p, transposeA, transposeB);
+      if (viaGemm) return viaGemm;
+      if (fastAlready) return call(a, b);
       if (swapPays(p, transposeA, transposeB)) return swappedProduct(scratch, a, b, p, transposeA, transposeB, call);
       const [a3, b3] = canonicalOperands(scratch, a, b, p, transposeA, transposeB);
       return productCanonical(scratch, a3, b3, p, call);

@@ -8,6 +8,7 @@
  * it): take a view, use it, and take a new one after allocating.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { noteRewritten } from '../backend/wasmMatMul.js';
 
 interface WasmLike {
   dataIdMap: { get(id: object): { id: number; memoryOffset: number | null; refCount: number } | undefined };
@@ -71,6 +72,8 @@ export function markWritten(t: tf.Tensor): void {
   if (!d || d.memoryOffset === null || !b.wasm.tfjs) return;
   b.wasm.tfjs.disposeData(d.id);
   b.wasm.tfjs.registerTensor(d.id, t.size, d.memoryOffset);
+  // Its next product need not pack it for XNNPACK only to use it once (wasmMatMul.ts).
+  noteRewritten(t.dataId);
 }
 
 /**

@@ -8,6 +8,7 @@ import {
   wasmMatMulFixInstalled,
   wasmMatMulStats,
 } from '../../src/backend/wasmMatMul.js';
+import { markWritten } from '../../src/train/hostMemory.js';
 
 /** Deterministic, non-symmetric test data (no RNG: identical on both backends). */
 function data(shape: number[], seed: number): Float32Array {
@@ -242,7 +243,8 @@ describe('installWasmMatMulFix', () => {
 
   it('a transposed product computed as the transpose of the swapped product is bit-identical and taken only when it packs less', async () => {
     await tf.setBackend('wasm');
-    setWasmMatMulOptions({ simdKernels: true });
+    // XNNPACK's route (the no-packing kernel, tested below, takes these products by default).
+    setWasmMatMulOptions({ simdKernels: true, ownGemm: false });
     // [a shape, b shape, transposeA, transposeB, swap expected]: the input gradient of a dense
     // layer with batch < width (dY Wᵀ) swaps; a weight gradient (Xᵀ dY, batch < width) does not.
     const cases: [number[], number[], boolean, boolean, boolean][] = [
@@ -270,8 +272,43 @@ describe('installWasmMatMulFix', () => {
       expect(off.swapped).toBe(0);
       expect(on.bits).toEqual(off.bits);
     }
-    setWasmMatMulOptions({ operandSwap: true });
+    setWasmMatMulOptions({ operandSwap: true, ownGemm: true });
     expect(() => setWasmMatMulOptions({ operandSwap: 'yes' as unknown as boolean })).toThrow(/operandSwap must be a boolean/);
+  });
+
+  it('the no-packing product kernel takes transposed products and freshly rewritten weights, bit-identical to XNNPACK', async () => {
+    await tf.setBackend('wasm');
+    setWasmMatMulOptions({ simdKernels: true, ownGemm: true });
+    // [m, k, n]: blocks of 4 rows and a tail of single rows (37, 13), odd inner sizes, and
+    // n not a multiple of 8 (20: only the swapped form, m = 16, fits the kernel; 12 x 20: neither).
+    const shapes: [number, number, number][] = [[64, 96, 128], [37, 53, 24], [13, 7, 16], [16, 24, 20], [12, 24, 20]];
+    for (const [m, k, n] of shapes) {
+      for (const [tA, tB] of [[false, false], [false, true], [true, false], [true, true]] as const) {
+        const a = tf.tensor2d(data([m * k], 1), tA ? [k, m] : [m, k]);
+        const w = tf.variable(tf.tensor2d(data([k * n], 2), tB ? [n, k] : [k, n]));
+        const product = (): number[] => tf.tidy(() => Array.from(new Uint32Array((tf.matMul(a, w as unknown as tf.Tensor2D, tA, tB).dataSync() as Float32Array).slice().buffer)));
+        setWasmMatMulOptions({ ownGemm: false });
+        const reference = product();
+        setWasmMatMulOptions({ ownGemm: true });
+        const tensorsBefore = tf.memory().numTensors;
+        markWritten(w);
+        const g0 = wasmMatMulStats().gemmCalls;
+        const fresh = product();
+        const g1 = wasmMatMulStats().gemmCalls;
+        const again = product();
+        const g2 = wasmMatMulStats().gemmCalls;
+        expect(tf.memory().numTensors).toBe(tensorsBefore);
+        const fits = n % 8 === 0 || m % 8 === 0;
+        expect(g1 - g0).toBe(fits ? 1 : 0);
+        // A plain product with weights it has seen since their rewrite goes back to XNNPACK,
+        // which packs them once and keeps them; transposed products stay in the kernel.
+        expect(g2 - g1).toBe(fits && (tA || tB) ? 1 : 0);
+        expect(fresh).toEqual(reference);
+        expect(again).toEqual(reference);
+        tf.dispose([a, w]);
+      }
+    }
+    expect(() => setWasmMatMulOptions({ ownGemm: 1 as unknown as boolean })).toThrow(/ownGemm must be a boolean/);
   });
 
   it('sums over leading axes (bias gradients) are column sums, bit-identical to the stock kernel', async () => {
@@ -318,6 +355,7 @@ describe('installWasmMatMulFix', () => {
     // Not a timing assertion (timings are in benchmarks/matmul.ts): the fast form is the one
     // the stock kernel hands to XNNPACK, the slow form the one that runs its naive loop.
     await tf.setBackend('wasm');
+    setWasmMatMulOptions({ ownGemm: false });
     const before = wasmMatMulStats();
     tf.tidy(() => {
       const a = tf.tensor(data([64, 96], 1), [64, 96]);
@@ -340,5 +378,6 @@ describe('installWasmMatMulFix', () => {
     const after = wasmMatMulStats();
     expect(after.slowCalls).toBe(mid.slowCalls);
     expect(after.fastCalls - mid.fastCalls).toBe(4);
+    setWasmMatMulOptions({ ownGemm: true });
   });
 });
