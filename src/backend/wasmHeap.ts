@@ -28,10 +28,12 @@ type TransposeFn = (src: number, dst: number, rows: number, cols: number) => voi
 type ColSumFn = (src: number, dst: number, rows: number, cols: number) => void;
 
 /**
- * `gemm(a, b, c, m, k, n)`: C = A B for row-major float32 A [m, k], B [k, n], C [m, n] (byte
- * offsets); n a multiple of 8, k >= 1.
+ * `gemm(a, b, c, m, k, n, bias?, relu?)`: C = A B for row-major float32 A [m, k], B [k, n],
+ * C [m, n] (byte offsets); n a multiple of 8, k >= 1. With `bias` (byte offset of n floats)
+ * each entry starts from bias[j] instead of 0; `relu` clamps the result below at 0.
  */
-type GemmFn = (a: number, b: number, c: number, m: number, k: number, n: number) => void;
+type GemmFn = (a: number, b: number, c: number, m: number, k: number, n: number, bias?: number, relu?: boolean) => void;
+type RawGemmFn = (a: number, b: number, c: number, m: number, k: number, n: number, bias: number, flags: number) => void;
 
 export interface HeapKernels {
   readonly transpose: TransposeFn;
@@ -158,22 +160,24 @@ function colSumBody(): number[] {
 
 /**
  * C = A B on blocks of `mr` rows of A and 8 columns of B: 2·mr f32x4 accumulators start at
- * zero and take `acc += a[i][k] * b[k][j..j+3]` for k = 0, 1, ..., k-1 in turn (splatted A
- * entry, separate multiply and add), the same float32 operations in the same order as
- * XNNPACK's kernels, so each entry has the bits the backend's product gives. B is read in
- * place, row k of the 8-column panel at a time, so no packing is needed: the panel (k x 32
- * bytes) stays in cache while the row blocks of A stream past it.
- * params: a 0, b 1, c 2, m 3 (a multiple of mr), k 4, n 5 (a multiple of 8), byte offsets.
+ * zero (or at the bias) and take `acc += a[i][k] * b[k][j..j+3]` for k = 0, 1, ..., k-1 in
+ * turn (splatted A entry, separate multiply and add), then the optional ReLU as
+ * `pmax(0, acc)`: the same float32 operations in the same order as XNNPACK's kernels, so each
+ * entry has the bits the backend's product gives. B is read in place, row k of the 8-column
+ * panel at a time, so no packing is needed: the panel (k x 32 bytes) stays in cache while the
+ * row blocks of A stream past it.
+ * params: a 0, b 1, c 2, m 3 (a multiple of mr), k 4, n 5 (a multiple of 8), bias 6, flags 7
+ * (1: add the bias, 2: ReLU); byte offsets.
  */
 function gemmBody(mr: number): number[] {
-  const A = 0, B = 1, C = 2, M = 3, K = 4, N = 5;
-  let l = 6;
+  const A = 0, B = 1, C = 2, M = 3, K = 4, N = 5, BIAS = 6, FLAGS = 7;
+  let l = 8;
   const JB = l++, IB = l++, KK = l++, PB = l++, NB = l++, KB = l++, PC = l++;
   const PA = Array.from({ length: mr }, () => l++);
-  const nI32 = l - 6;
+  const nI32 = l - 8;
   const ACC = Array.from({ length: 2 * mr }, () => l++);
-  const B0 = l++, B1 = l++, AV = l++;
-  const nV128 = l - 6 - nI32;
+  const B0 = l++, B1 = l++, AV = l++, Z0 = l++, Z1 = l++;
+  const nV128 = l - 8 - nI32;
   const b = new Body();
   b.get(N).emit(op.i32Const, 2, op.i32Shl).set(NB);
   b.get(K).emit(op.i32Const, 2, op.i32Shl).set(KB);
@@ -191,7 +195,15 @@ function gemmBody(mr: number): number[] {
     b.get(KB).emit(op.i32Mul, op.i32Add).set(PA[r]);
   }
   b.get(B).get(JB).emit(op.i32Const, 2, op.i32Shl, op.i32Add).set(PB);
-  for (const acc of ACC) b.v(simd.v128Const, ...Array(16).fill(0)).set(acc);
+  // Starting values of the 8 columns: bias[jb .. jb + 8] or zeros.
+  b.get(FLAGS).emit(op.i32Const, 1, op.i32And, op.if, op.void);
+  b.get(BIAS).get(JB).emit(op.i32Const, 2, op.i32Shl, op.i32Add).v(simd.load, 2, 0).set(Z0);
+  b.get(BIAS).get(JB).emit(op.i32Const, 2, op.i32Shl, op.i32Add).v(simd.load, 2, 16).set(Z1);
+  b.emit(0x05 /* else */);
+  b.v(simd.v128Const, ...Array(16).fill(0)).set(Z0);
+  b.v(simd.v128Const, ...Array(16).fill(0)).set(Z1);
+  b.emit(op.end);
+  ACC.forEach((acc, i) => b.get(i % 2 === 0 ? Z0 : Z1).set(acc));
   //     for (kk = k; kk > 0; kk--)
   b.get(K).set(KK);
   b.emit(op.block, op.void, op.loop, op.void);
@@ -206,6 +218,10 @@ function gemmBody(mr: number): number[] {
   b.get(PB).get(NB).emit(op.i32Add).set(PB);
   b.get(KK).emit(op.i32Const, 1, op.i32Sub).set(KK);
   b.get(KK).emit(op.brIf, 0, op.end, op.end);
+  //     ReLU: acc = pmax(0, acc)
+  b.get(FLAGS).emit(op.i32Const, 2, op.i32And, op.if, op.void);
+  for (const acc of ACC) b.v(simd.v128Const, ...Array(16).fill(0)).get(acc).v(simd.f32x4Pmax).set(acc);
+  b.emit(op.end);
   //     c[ib + r][jb .. jb + 8] = acc
   for (let r = 0; r < mr; r++) {
     b.get(C).get(IB);
@@ -228,7 +244,7 @@ const GEMM_MR = 4;
 
 function moduleBytes(shared: boolean): Uint8Array {
   const type = [0x60, ...vec([[I32], [I32], [I32], [I32]]), ...vec([])];
-  const type6 = [0x60, ...vec([[I32], [I32], [I32], [I32], [I32], [I32]]), ...vec([])];
+  const type6 = [0x60, ...vec(Array.from({ length: 8 }, () => [I32])), ...vec([])];
   // Memory import: unshared, min 0 pages; shared needs a maximum (the largest possible).
   const limits = shared ? [0x03, 0x00, ...uleb(65536)] : [0x00, 0x00];
   return Uint8Array.from([
@@ -265,12 +281,13 @@ export function heapKernels(backend: object): HeapKernels | undefined {
       if (mod) {
         try {
           const inst = new wasmApi.Instance(mod, { env: { memory } });
-          const ex = inst.exports as Omit<HeapKernels, 'gemm'> & { gemmBlock: GemmFn; gemmRow: GemmFn };
-          const gemm: GemmFn = (a, b, c, m, k, n) => {
+          const ex = inst.exports as Omit<HeapKernels, 'gemm'> & { gemmBlock: RawGemmFn; gemmRow: RawGemmFn };
+          const gemm: GemmFn = (a, b, c, m, k, n, bias, relu) => {
+            const flags = (bias === undefined ? 0 : 1) | (relu ? 2 : 0);
             // Blocks of GEMM_MR rows, then the remaining rows one at a time.
             const m4 = m - (m % GEMM_MR);
-            if (m4 > 0) ex.gemmBlock(a, b, c, m4, k, n);
-            if (m4 < m) ex.gemmRow(a + m4 * k * 4, b, c + m4 * n * 4, m - m4, k, n);
+            if (m4 > 0) ex.gemmBlock(a, b, c, m4, k, n, bias ?? 0, flags);
+            if (m4 < m) ex.gemmRow(a + m4 * k * 4, b, c + m4 * n * 4, m - m4, k, n, bias ?? 0, flags);
           };
           fn = { transpose: ex.transpose, colSum: ex.colSum, gemm };
         } catch {

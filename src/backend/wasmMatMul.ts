@@ -495,7 +495,7 @@ function ownGemm(backend: WasmBackendLike): HeapKernels['gemm'] | undefined {
  * `[rows, k] x [k, n]` (row-major, batch 1) in the no-packing kernel; the result is owned by
  * `scratch` unless `keep`.
  */
-function gemmProduct(scratch: Scratch, gemm: HeapKernels['gemm'], x: TensorInfo, y: TensorInfo, rows: number, k: number, n: number, keep: boolean): TensorInfo {
+function gemmProduct(scratch: Scratch, gemm: HeapKernels['gemm'], x: TensorInfo, y: TensorInfo, rows: number, k: number, n: number, keep: boolean, bias?: TensorInfo, relu = false): TensorInfo {
   const backend = scratch.backend;
   const made = backend.makeOutput([1, rows, n], 'float32');
   const out = keep ? made : scratch.own(made);
@@ -503,7 +503,8 @@ function gemmProduct(scratch: Scratch, gemm: HeapKernels['gemm'], x: TensorInfo,
   const ao = backend.typedArrayFromHeap(view(x, [rows * k])).byteOffset;
   const bo = backend.typedArrayFromHeap(view(y, [k * n])).byteOffset;
   const co = backend.typedArrayFromHeap(view(out, [rows * n])).byteOffset;
-  gemm(ao, bo, co, rows, k, n);
+  const biasOffset = bias === undefined ? undefined : backend.typedArrayFromHeap(view(bias, [n])).byteOffset;
+  gemm(ao, bo, co, rows, k, n, biasOffset, relu);
   stats.gemmCalls++;
   return out;
 }
@@ -591,7 +592,7 @@ function makeFusedMatMul(original: KernelFunc, transposeFunc: KernelFunc): Kerne
     }
     const p = plan(a.shape, b.shape, transposeA, transposeB);
     const fastAlready = !transposeA && !transposeB && p.batchA === 1 && p.batchB === 1;
-    if (fastAlready || p.m * p.k * p.n === 0) {
+    if ((fastAlready && !rewritten.has(b.dataId)) || p.m * p.k * p.n === 0) {
       stats.fastCalls++;
       return original(args);
     }
@@ -605,6 +606,28 @@ function makeFusedMatMul(original: KernelFunc, transposeFunc: KernelFunc): Kerne
 
     const backend = args.backend as WasmBackendLike;
     const scratch = new Scratch(backend, transposeFunc);
+    // The no-packing kernel, for a bias per output column and a linear or ReLU activation
+    // (the fused products of training: gradients, and freshly updated weights).
+    const activation = args.attrs?.['activation'];
+    const gemm = ownGemm(backend);
+    if (
+      gemm &&
+      p.batchB === 1 &&
+      p.n % 8 === 0 &&
+      (transposeA || transposeB || rewritten.has(b.dataId)) &&
+      (activation === 'linear' || activation === 'relu') &&
+      prelu == null &&
+      (bias == null || (bias.dtype === 'float32' && tf.util.sizeFromShape(bias.shape) === p.n))
+    ) {
+      rewritten.delete(b.dataId);
+      try {
+        const [a3, b3] = canonicalOperands(scratch, a, b, p, transposeA, transposeB);
+        const out = gemmProduct(scratch, gemm, a3, b3, p.batchA * p.m, p.k, p.n, true, bias ?? undefined, activation === 'relu');
+        return { ...out, shape: p.outShape };
+      } finally {
+        scratch.release();
+      }
+    }
     const attrs = { ...(args.attrs ?? {}), transposeA: false, transposeB: false } as NamedAttrMap;
     const extra: Record<string, TensorInfo> = {};
     if (bias != null) extra['bias'] = bias;

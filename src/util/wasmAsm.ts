@@ -73,6 +73,7 @@ export const simd = {
   i8x16Shuffle: 0x0d,
   f32x4Add: 0xe4,
   f32x4Mul: 0xe6,
+  f32x4Pmax: 0xeb,
   v128Const: 0x0c,
   load32Splat: 0x09,
   load64Zero: 0x5d,

@@ -311,6 +311,37 @@ describe('installWasmMatMulFix', () => {
     expect(() => setWasmMatMulOptions({ ownGemm: 1 as unknown as boolean })).toThrow(/ownGemm must be a boolean/);
   });
 
+  it('fused products (bias per column, linear or ReLU) in the no-packing kernel are bit-identical to XNNPACK', async () => {
+    await tf.setBackend('wasm');
+    setWasmMatMulOptions({ simdKernels: true, ownGemm: true });
+    for (const [m, k, n] of [[37, 53, 24], [64, 32, 16]] as [number, number, number][]) {
+      for (const [tA, tB] of [[false, false], [false, true], [true, false]] as const) {
+        for (const activation of ['linear', 'relu'] as const) {
+          for (const withBias of [true, false]) {
+            const a = tf.tensor2d(data([m * k], 3), tA ? [k, m] : [m, k]);
+            const w = tf.variable(tf.tensor2d(data([k * n], 4), tB ? [n, k] : [k, n]));
+            const bias = tf.tensor1d(data([n], 5));
+            const product = (): number[] =>
+              tf.tidy(() => {
+                const r = tf.fused.matMul({ a, b: w as unknown as tf.Tensor2D, transposeA: tA, transposeB: tB, bias: withBias ? bias : undefined, activation });
+                return Array.from(new Uint32Array((r.dataSync() as Float32Array).slice().buffer));
+              });
+            setWasmMatMulOptions({ ownGemm: false });
+            const reference = product();
+            setWasmMatMulOptions({ ownGemm: true });
+            markWritten(w);
+            const g0 = wasmMatMulStats().gemmCalls;
+            const got = product();
+            expect(wasmMatMulStats().gemmCalls - g0).toBe(1);
+            expect(got).toEqual(reference);
+            if (activation === 'relu') expect(got.some((bits) => bits === 0)).toBe(true);
+            tf.dispose([a, w, bias]);
+          }
+        }
+      }
+    }
+  });
+
   it('sums over leading axes (bias gradients) are column sums, bit-identical to the stock kernel', async () => {
     await tf.setBackend('wasm');
     // [shape, axis, keepDims]: leading axes in several spellings, odd and multiple-of-4 widths.
