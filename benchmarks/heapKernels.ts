@@ -3,8 +3,11 @@
  * - the optimiser's update (src/train/wasmAdam.ts) against the JavaScript loop, for the
  *   parameter counts of the 3-layer 512-wide MLP (788k) and the core MLP denoiser (1.3M);
  * - the heap transpose and column sums (src/backend/wasmHeap.ts) against the backend's
- *   Transpose kernel and its transpose-then-sum, alone and inside a training step of the
- *   shipped policies' temporal U-Nets (batch 128, random data of their sizes).
+ *   Transpose kernel and its transpose-then-sum;
+ * - the no-packing product kernel against XNNPACK (which packs the right operand first) on
+ *   the gradient products of a 512-wide dense layer (batch 256);
+ * - all heap kernels against none inside a training step of the shipped policies' temporal
+ *   U-Nets (batch 128, random data of their sizes).
  *
  *   npx tsx benchmarks/heapKernels.ts [--out FILE]
  */
@@ -17,7 +20,8 @@ import { setBackend } from '../src/backend/backend.js';
 import { installWasmMatMulFix, setWasmMatMulOptions } from '../src/backend/wasmMatMul.js';
 import { ParamStore } from '../src/nn/params.js';
 import { AdamOptimizer } from '../src/train/optimizer.js';
-import { pseudoRandom, timeInterleaved } from './timing.js';
+import { markWritten } from '../src/train/hostMemory.js';
+import { pseudoRandom, timeBlocks, timeInterleaved } from './timing.js';
 import { policyTrainer } from '../domains/robotics/policy/train.js';
 import { shippedConfigAndRandomDemos } from './policyData.js';
 
@@ -32,8 +36,10 @@ interface Row {
   readonly speedup: number;
 }
 const rows: Row[] = [];
-const row = (what: string, before: () => void, after: () => void, reps: number): void => {
-  const [b, a] = timeInterleaved([before, after], reps);
+const row = (what: string, before: () => void, after: () => void, reps: number, blocks = false): void => {
+  // Round-robin, or alternating blocks of 3 where a call should follow a call of its own kind
+  // (training steps: caches and packed weights as a training loop leaves them).
+  const [b, a] = blocks ? timeBlocks([before, after], Math.max(2, Math.round(reps / 3)), 3) : timeInterleaved([before, after], reps);
   rows.push({ what, beforeMs: b.cpuMs, afterMs: a.cpuMs, speedup: b.cpuMs / a.cpuMs });
 };
 
@@ -66,6 +72,34 @@ for (const shape of [[512, 512], [256, 512]]) {
   row(`sum over the leading axis of ${shape.join(' x ')} (transpose + sum -> SIMD column sums)`, sum(false), sum(true), 60);
   tf.dispose([x, ones]);
 }
+{
+  const dy = tf.tensor2d(pseudoRandom(256 * 512, 4, 1), [256, 512]);
+  const w = tf.tensor2d(pseudoRandom(512 * 512, 5, 0.05), [512, 512]);
+  const x = tf.tensor2d(pseudoRandom(256 * 512, 6, 1), [256, 512]);
+  const product = (on: boolean, f: () => tf.Tensor) => (): void => {
+    setWasmMatMulOptions({ ownGemm: on });
+    tf.tidy(() => void f().dataSync());
+  };
+  const dX = (): tf.Tensor => tf.matMul(dy, w, false, true);
+  const dW = (): tf.Tensor => tf.matMul(x, dy, true, false);
+  row('input gradient dY Wt, 256 x 512 x 512 (XNNPACK, packing its operand -> no-packing kernel)', product(false, dX), product(true, dX), 30);
+  row('weight gradient Xt dY, 512 x 256 x 512 (XNNPACK, packing its operand -> no-packing kernel)', product(false, dW), product(true, dW), 30);
+  // Against XNNPACK at its best: weights packed once and reused (sampling). The kernel is
+  // forced by marking the weights rewritten before each of its calls.
+  const wv = tf.variable(w);
+  for (const rows of [256, 16]) {
+    const xs = tf.tensor2d(pseudoRandom(rows * 512, 7, 1), [rows, 512]);
+    const forward = (on: boolean) => (): void => {
+      setWasmMatMulOptions({ ownGemm: on });
+      if (on) markWritten(wv);
+      tf.tidy(() => void tf.matMul(xs, wv).dataSync());
+    };
+    row(`product X W, ${rows} x 512 x 512 (XNNPACK with W packed once -> no-packing kernel)`, forward(false), forward(true), 30, true);
+    xs.dispose();
+  }
+  setWasmMatMulOptions({ ownGemm: true });
+  tf.dispose([dy, w, x, wv]);
+}
 for (const env of ['pusht', 'arm-reach'] as const) {
   const { cfg, demos } = shippedConfigAndRandomDemos(env);
   const runs = [false, true].map(() => policyTrainer(demos, cfg, { steps: 1000, batchSize: 128, seed: 0 }));
@@ -73,7 +107,13 @@ for (const env of ['pusht', 'arm-reach'] as const) {
     setWasmMatMulOptions({ simdKernels: i === 1 });
     runs[i].trainer.trainStep();
   };
-  row(`${env} U-Net training step, batch 128 (backend's transposes and sums -> SIMD)`, step(0), step(1), 20);
+  row(`${env} U-Net training step, batch 128 (backend's transposes, sums and XNNPACK's packing -> heap kernels)`, step(0), step(1), 20);
+  const gemmStep = (i: number) => (): void => {
+    setWasmMatMulOptions({ simdKernels: true, ownGemm: i === 1 });
+    runs[i].trainer.trainStep();
+  };
+  row(`${env} U-Net training step, batch 128, alternating blocks (other heap kernels on; XNNPACK -> no-packing kernel)`, gemmStep(0), gemmStep(1), 15, true);
+  setWasmMatMulOptions({ ownGemm: true });
   for (const r of runs) r.dispose();
 }
 setWasmMatMulOptions({ simdKernels: true });

@@ -28,12 +28,13 @@ type TransposeFn = (src: number, dst: number, rows: number, cols: number) => voi
 type ColSumFn = (src: number, dst: number, rows: number, cols: number) => void;
 
 /**
- * `gemm(a, b, c, m, k, n, bias?, relu?)`: C = A B for row-major float32 A [m, k], B [k, n],
- * C [m, n] (byte offsets); n a multiple of 8, k >= 1. With `bias` (byte offset of n floats)
- * each entry starts from bias[j] instead of 0; `relu` clamps the result below at 0.
+ * `gemm(a, b, c, m, k, n, panel, bias?, relu?)`: C = A B for row-major float32 A [m, k],
+ * B [k, n], C [m, n] (byte offsets); n a multiple of 8, k >= 1; `panel`: 32 k bytes of scratch,
+ * 16-byte aligned. With `bias` (byte offset of n floats) each entry starts from bias[j]
+ * instead of 0; `relu` clamps the result below at 0.
  */
-type GemmFn = (a: number, b: number, c: number, m: number, k: number, n: number, bias?: number, relu?: boolean) => void;
-type RawGemmFn = (a: number, b: number, c: number, m: number, k: number, n: number, bias: number, flags: number) => void;
+type GemmFn = (a: number, b: number, c: number, m: number, k: number, n: number, panel: number, bias?: number, relu?: boolean) => void;
+type RawGemmFn = (a: number, b: number, c: number, m: number, k: number, n: number, bias: number, flags: number, panel: number) => void;
 
 export interface HeapKernels {
   readonly transpose: TransposeFn;
@@ -170,14 +171,14 @@ function colSumBody(): number[] {
  * (1: add the bias, 2: ReLU); byte offsets.
  */
 function gemmBody(mr: number): number[] {
-  const A = 0, B = 1, C = 2, M = 3, K = 4, N = 5, BIAS = 6, FLAGS = 7;
-  let l = 8;
+  const A = 0, B = 1, C = 2, M = 3, K = 4, N = 5, BIAS = 6, FLAGS = 7, PANEL = 8;
+  let l = 9;
   const JB = l++, IB = l++, KK = l++, PB = l++, NB = l++, KB = l++, PC = l++;
   const PA = Array.from({ length: mr }, () => l++);
-  const nI32 = l - 8;
+  const nI32 = l - 9;
   const ACC = Array.from({ length: 2 * mr }, () => l++);
   const B0 = l++, B1 = l++, AV = l++, Z0 = l++, Z1 = l++;
-  const nV128 = l - 8 - nI32;
+  const nV128 = l - 9 - nI32;
   const b = new Body();
   b.get(N).emit(op.i32Const, 2, op.i32Shl).set(NB);
   b.get(K).emit(op.i32Const, 2, op.i32Shl).set(KB);
@@ -185,6 +186,17 @@ function gemmBody(mr: number): number[] {
   b.emit(op.i32Const, 0).set(JB);
   b.emit(op.block, op.void, op.loop, op.void);
   b.get(JB).get(N).emit(op.i32GeU, op.brIf, 1);
+  //   panel[kk] = b[kk][jb .. jb + 8] for every row kk
+  b.get(B).get(JB).emit(op.i32Const, 2, op.i32Shl, op.i32Add).set(PB);
+  b.get(PANEL).set(PC);
+  b.get(K).set(KK);
+  b.emit(op.block, op.void, op.loop, op.void);
+  b.get(PC).get(PB).v(simd.load, 2, 0).v(simd.store, 4, 0);
+  b.get(PC).get(PB).v(simd.load, 2, 16).v(simd.store, 4, 16);
+  b.get(PB).get(NB).emit(op.i32Add).set(PB);
+  b.get(PC).emit(op.i32Const, 32, op.i32Add).set(PC);
+  b.get(KK).emit(op.i32Const, 1, op.i32Sub).set(KK);
+  b.get(KK).emit(op.brIf, 0, op.end, op.end);
   //   for (ib = 0; ib < m; ib += mr)
   b.emit(op.i32Const, 0).set(IB);
   b.emit(op.block, op.void, op.loop, op.void);
@@ -194,7 +206,7 @@ function gemmBody(mr: number): number[] {
     if (r > 0) b.emit(op.i32Const, r, op.i32Add);
     b.get(KB).emit(op.i32Mul, op.i32Add).set(PA[r]);
   }
-  b.get(B).get(JB).emit(op.i32Const, 2, op.i32Shl, op.i32Add).set(PB);
+  b.get(PANEL).set(PB);
   // Starting values of the 8 columns: bias[jb .. jb + 8] or zeros.
   b.get(FLAGS).emit(op.i32Const, 1, op.i32And, op.if, op.void);
   b.get(BIAS).get(JB).emit(op.i32Const, 2, op.i32Shl, op.i32Add).v(simd.load, 2, 0).set(Z0);
@@ -207,15 +219,15 @@ function gemmBody(mr: number): number[] {
   //     for (kk = k; kk > 0; kk--)
   b.get(K).set(KK);
   b.emit(op.block, op.void, op.loop, op.void);
-  b.get(PB).v(simd.load, 2, 0).set(B0);
-  b.get(PB).v(simd.load, 2, 16).set(B1);
+  b.get(PB).v(simd.load, 4, 0).set(B0);
+  b.get(PB).v(simd.load, 4, 16).set(B1);
   for (let r = 0; r < mr; r++) {
     b.get(PA[r]).v(simd.load32Splat, 2, 0).set(AV);
     b.get(ACC[2 * r]).get(AV).get(B0).v(simd.f32x4Mul).v(simd.f32x4Add).set(ACC[2 * r]);
     b.get(ACC[2 * r + 1]).get(AV).get(B1).v(simd.f32x4Mul).v(simd.f32x4Add).set(ACC[2 * r + 1]);
     b.get(PA[r]).emit(op.i32Const, 4, op.i32Add).set(PA[r]);
   }
-  b.get(PB).get(NB).emit(op.i32Add).set(PB);
+  b.get(PB).emit(op.i32Const, 32, op.i32Add).set(PB);
   b.get(KK).emit(op.i32Const, 1, op.i32Sub).set(KK);
   b.get(KK).emit(op.brIf, 0, op.end, op.end);
   //     ReLU: acc = pmax(0, acc)
@@ -244,7 +256,7 @@ const GEMM_MR = 4;
 
 function moduleBytes(shared: boolean): Uint8Array {
   const type = [0x60, ...vec([[I32], [I32], [I32], [I32]]), ...vec([])];
-  const type6 = [0x60, ...vec(Array.from({ length: 8 }, () => [I32])), ...vec([])];
+  const type6 = [0x60, ...vec(Array.from({ length: 9 }, () => [I32])), ...vec([])];
   // Memory import: unshared, min 0 pages; shared needs a maximum (the largest possible).
   const limits = shared ? [0x03, 0x00, ...uleb(65536)] : [0x00, 0x00];
   return Uint8Array.from([
@@ -282,12 +294,12 @@ export function heapKernels(backend: object): HeapKernels | undefined {
         try {
           const inst = new wasmApi.Instance(mod, { env: { memory } });
           const ex = inst.exports as Omit<HeapKernels, 'gemm'> & { gemmBlock: RawGemmFn; gemmRow: RawGemmFn };
-          const gemm: GemmFn = (a, b, c, m, k, n, bias, relu) => {
+          const gemm: GemmFn = (a, b, c, m, k, n, panel, bias, relu) => {
             const flags = (bias === undefined ? 0 : 1) | (relu ? 2 : 0);
             // Blocks of GEMM_MR rows, then the remaining rows one at a time.
             const m4 = m - (m % GEMM_MR);
-            if (m4 > 0) ex.gemmBlock(a, b, c, m4, k, n, bias ?? 0, flags);
-            if (m4 < m) ex.gemmRow(a + m4 * k * 4, b, c + m4 * n * 4, m - m4, k, n, bias ?? 0, flags);
+            if (m4 > 0) ex.gemmBlock(a, b, c, m4, k, n, bias ?? 0, flags, panel);
+            if (m4 < m) ex.gemmRow(a + m4 * k * 4, b, c + m4 * n * 4, m - m4, k, n, bias ?? 0, flags, panel);
           };
           fn = { transpose: ex.transpose, colSum: ex.colSum, gemm };
         } catch {

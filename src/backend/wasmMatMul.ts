@@ -499,12 +499,15 @@ function gemmProduct(scratch: Scratch, gemm: HeapKernels['gemm'], x: TensorInfo,
   const backend = scratch.backend;
   const made = backend.makeOutput([1, rows, n], 'float32');
   const out = keep ? made : scratch.own(made);
+  // The kernel's copy of one 8-column panel of y (k rows of 8 floats).
+  const panel = scratch.own(backend.makeOutput([k * 8], 'float32'));
   // Offsets are taken after makeOutput: an allocation can grow (and replace) the heap.
   const ao = backend.typedArrayFromHeap(view(x, [rows * k])).byteOffset;
   const bo = backend.typedArrayFromHeap(view(y, [k * n])).byteOffset;
   const co = backend.typedArrayFromHeap(view(out, [rows * n])).byteOffset;
   const biasOffset = bias === undefined ? undefined : backend.typedArrayFromHeap(view(bias, [n])).byteOffset;
-  gemm(ao, bo, co, rows, k, n, biasOffset, relu);
+  const po = backend.typedArrayFromHeap(panel).byteOffset;
+  gemm(ao, bo, co, rows, k, n, po, biasOffset, relu);
   stats.gemmCalls++;
   return out;
 }
