@@ -69,6 +69,20 @@ let useOwnGemm = true;
  */
 const rewritten = new WeakSet<object>();
 
+/**
+ * Plain products with at least this many rows (all batch entries of the left operand) run in
+ * the no-packing kernel even when XNNPACK holds the right operand packed: from 64 rows it was
+ * ~20% faster than XNNPACK's packed kernel here, at 16 rows even, and at 1 row 2x slower (it
+ * copies B panel by panel for every call). Measured by `benchmarks/heapKernels.ts` (`product X W`
+ * rows).
+ */
+export const GEMM_MIN_ROWS = 64;
+
+/** Does a plain (untransposed) product go to the no-packing kernel rather than XNNPACK? */
+function plainToGemm(b: TensorInfo, p: Plan): boolean {
+  return useOwnGemm && useSimdKernels && (rewritten.has(b.dataId) || p.batchA * p.m >= GEMM_MIN_ROWS);
+}
+
 /** Record that a tensor's values were rewritten in place (see `rewritten`). */
 export function noteRewritten(dataId: object): void {
   rewritten.add(dataId);
@@ -105,10 +119,11 @@ export interface WasmMatMulOptions {
    */
   operandSwap?: boolean;
   /**
-   * Run products whose right operand would be packed by XNNPACK for a single use (every
-   * transposed product, i.e. the gradients of dense layers, and the first product with
-   * weights the optimiser just rewrote) in the no-packing SIMD kernel of wasmHeap.ts (default
-   * on; needs the SIMD kernels and a multiple of 8 columns). Bit-identical to XNNPACK's result.
+   * Run products in the no-packing SIMD kernel of wasmHeap.ts (default on; needs the SIMD
+   * kernels and a multiple of 8 columns): those whose right operand XNNPACK would pack for a
+   * single use (every transposed product, i.e. the gradients of dense layers, and the first
+   * product with weights the optimiser just rewrote), and plain ones with at least
+   * GEMM_MIN_ROWS rows. Bit-identical to XNNPACK's result.
    */
   ownGemm?: boolean;
 }
@@ -523,7 +538,7 @@ function gemmRoute(scratch: Scratch, a: TensorInfo, b: TensorInfo, p: Plan, tran
   const gemm = ownGemm(scratch.backend);
   if (!gemm || p.batchB !== 1 || p.m * p.k * p.n === 0) return undefined;
   const { batchA, m, k, n } = p;
-  if (!transposeA && !transposeB && !rewritten.has(b.dataId)) return undefined;
+  if (!transposeA && !transposeB && !plainToGemm(b, p)) return undefined;
   const direct = n % 8 === 0 ? (transposeA ? batchA * m * k : 0) + (transposeB ? n * k : 0) : Infinity;
   const swapped = batchA === 1 && m % 8 === 0 ? (transposeA ? 0 : m * k) + (transposeB ? 0 : n * k) + m * n : Infinity;
   if (direct === Infinity && swapped === Infinity) return undefined;
@@ -555,8 +570,8 @@ function makeBatchMatMul(original: KernelFunc, transposeFunc: KernelFunc): Kerne
     const fastAlready = !transposeA && !transposeB && p.batchA === 1 && p.batchB === 1;
     const tooSmallToSplit = p.batchB > 1 && p.m * p.k * p.n < minSplitMacs;
     const backend = args.backend as WasmBackendLike;
-    const freshWeights = !transposeA && !transposeB && rewritten.has(b.dataId);
-    if ((fastAlready && !freshWeights) || tooSmallToSplit || p.m * p.k * p.n === 0) {
+    const toGemm = !transposeA && !transposeB && plainToGemm(b, p);
+    if ((fastAlready && !toGemm) || tooSmallToSplit || p.m * p.k * p.n === 0) {
       if (fastAlready) stats.fastCalls++;
       else stats.slowCalls++;
       return original(args);
@@ -595,7 +610,7 @@ function makeFusedMatMul(original: KernelFunc, transposeFunc: KernelFunc): Kerne
     }
     const p = plan(a.shape, b.shape, transposeA, transposeB);
     const fastAlready = !transposeA && !transposeB && p.batchA === 1 && p.batchB === 1;
-    if ((fastAlready && !rewritten.has(b.dataId)) || p.m * p.k * p.n === 0) {
+    if ((fastAlready && !plainToGemm(b, p)) || p.m * p.k * p.n === 0) {
       stats.fastCalls++;
       return original(args);
     }
@@ -617,7 +632,7 @@ function makeFusedMatMul(original: KernelFunc, transposeFunc: KernelFunc): Kerne
       gemm &&
       p.batchB === 1 &&
       p.n % 8 === 0 &&
-      (transposeA || transposeB || rewritten.has(b.dataId)) &&
+      (transposeA || transposeB || plainToGemm(b, p)) &&
       (activation === 'linear' || activation === 'relu') &&
       prelu == null &&
       (bias == null || (bias.dtype === 'float32' && tf.util.sizeFromShape(bias.shape) === p.n))
