@@ -92,10 +92,10 @@ export function noteRewritten(dataId: object): void {
  * XNNPACK packs the right operand of every product into its own layout before multiplying,
  * and the WASM backend caches that only per tensor (weights used again and again). The
  * operands of a gradient product are fresh every time, so each is packed for a single use, at
- * ~15 ns per element on this machine against ~2.5 ns per element for the SIMD transpose (both
- * measured by `benchmarks/matmul.ts`, `packing` section). Packing costs this many transposes
- * of the same number of elements in the model that picks between `C = A B` and
- * `C = (Bᵀ Aᵀ)ᵀ`.
+ * 5-13 ns per element on this machine against 1.4-1.7 ns per element for the SIMD transpose
+ * (3.6-7.8x; measured by `benchmarks/matmul.ts`, `packing` line). Packing costs this many
+ * transposes of the same number of elements in the model that picks between `C = A B` and
+ * `C = (Bᵀ Aᵀ)ᵀ` where the no-packing kernel does not apply.
  */
 export const PACK_COST = 6;
 
