@@ -1,19 +1,37 @@
 /** The `scoreflow` command as a user runs it: exit codes, one-line errors, JSON output. */
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 const bin = path.resolve('bin/scoreflow.js');
-const run = (args: string[]): { code: number; stdout: string; stderr: string } => {
-  const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 120_000 });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-};
+/**
+ * Run the command as a child process without blocking this test worker: a synchronous spawn
+ * would hold the worker's event loop for the whole command, and vitest's worker RPC gives up
+ * (an unhandled "Timeout calling onTaskUpdate") once its loop has been blocked for 60 s.
+ */
+const run = (args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
+  new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, stdout, stderr });
+    });
+  });
 
 describe('scoreflow CLI', () => {
-  it('doctor --json reports the backend and why', () => {
-    const r = run(['doctor', '--json']);
+  it('doctor --json reports the backend and why', async () => {
+    const r = await run(['doctor', '--json']);
     expect(r.code).toBe(0);
     const info = JSON.parse(r.stdout.trim().split('\n').pop() as string);
     expect(['wasm', 'tensorflow']).toContain(info.backend);
@@ -26,18 +44,18 @@ describe('scoreflow CLI', () => {
     }
   });
 
-  it('user errors exit 2 with one line and no stack trace', () => {
+  it('user errors exit 2 with one line and no stack trace', async () => {
     for (const args of [['bogus'], ['toy', 'sample', '--checkpoint', '/nonexistent', '--sampler', 'nope'], ['toy', 'train', '--steps', 'abc'], ['robot', 'eval', '--env', 'mars', '--checkpoint', 'x']]) {
-      const r = run(args);
+      const r = await run(args);
       expect(r.code).toBe(2);
       const first = r.stderr.trim().split('\n')[0];
       expect(first).toMatch(/^scoreflow: /);
       expect(r.stderr).not.toMatch(/\n\s+at /);
     }
-    expect(run(['toy', 'sample', '--checkpoint', '/nonexistent']).stderr).toMatch(/no model.json found/);
+    expect((await run(['toy', 'sample', '--checkpoint', '/nonexistent'])).stderr).toMatch(/no model.json found/);
   });
 
-  it('robot eval and train reject bad sampling and prediction options with one line', () => {
+  it('robot eval and train reject bad sampling and prediction options with one line', async () => {
     const cases: [string[], RegExp][] = [
       [['robot', 'eval', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--temperature=-1'], /--temperature: expected a number >= 0/],
       [['robot', 'eval', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--action-horizon', '16'], /--action-horizon: at most Tp - To \+ 1 = 15/],
@@ -65,15 +83,15 @@ describe('scoreflow CLI', () => {
       [['robot', 'train', '--env', 'pusht', '--prediction', 'score'], /--prediction: unknown value 'score' \(expected one of eps, x0, v\)/],
     ];
     for (const [args, message] of cases) {
-      const r = run(args);
+      const r = await run(args);
       expect(r.code).toBe(2);
       expect(r.stderr.trim().split('\n')[0]).toMatch(message);
       expect(r.stderr).not.toMatch(/\n\s+at /);
     }
   });
 
-  it('robot drive runs arm-reach in real time through the served, guided policy and reports JSON', () => {
-    const r = run(['robot', 'drive', '--env', 'arm-reach', '--seconds', '3', '--seed', '1000', '--guide', 'obstacle:1', '--guide-mode', 'projection', '--guide-max-step', '0.3', '--json']);
+  it('robot drive runs arm-reach in real time through the served, guided policy and reports JSON', async () => {
+    const r = await run(['robot', 'drive', '--env', 'arm-reach', '--seconds', '3', '--seed', '1000', '--guide', 'obstacle:1', '--guide-mode', 'projection', '--guide-max-step', '0.3', '--json']);
     expect(r.code).toBe(0);
     const out = JSON.parse(r.stdout.trim().split('\n').pop() as string);
     expect(out).toMatchObject({ event: 'drive', env: 'arm-reach', seed: 1000, rateHz: 50, inferenceErrors: 0 });
@@ -84,9 +102,9 @@ describe('scoreflow CLI', () => {
     expect(out.envSteps).toBeGreaterThan(0);
   });
 
-  it('robot export --temperature / --action-horizon store the policy\'s sampling defaults, and eval uses them', () => {
+  it('robot export --temperature / --action-horizon store the policy\'s sampling defaults, and eval uses them', async () => {
     const out = path.join(mkdtempSync(path.join(os.tmpdir(), 'sf-export-')), 'policy');
-    const r = run(['robot', 'export', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--out', out, '--temperature', '0.7', '--action-horizon', '5', '--json']);
+    const r = await run(['robot', 'export', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--out', out, '--temperature', '0.7', '--action-horizon', '5', '--json']);
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout.trim().split('\n').pop() as string)).toMatchObject({ event: 'export', out });
     const policyOf = (dir: string): { temperature?: number; actionHorizon: number } =>
@@ -95,43 +113,43 @@ describe('scoreflow CLI', () => {
     // Options not passed keep what the checkpoint stores.
     expect(policyOf('models/pusht-policy').actionHorizon).toBe(8);
     const again = path.join(path.dirname(out), 'again');
-    expect(run(['robot', 'export', '--env', 'pusht', '--checkpoint', out, '--out', again]).code).toBe(0);
+    expect((await run(['robot', 'export', '--env', 'pusht', '--checkpoint', out, '--out', again])).code).toBe(0);
     expect(policyOf(again)).toMatchObject({ temperature: 0.7, actionHorizon: 5 });
-    const e = run(['robot', 'eval', '--env', 'pusht', '--checkpoint', out, '--episodes', '1', '--json']);
+    const e = await run(['robot', 'eval', '--env', 'pusht', '--checkpoint', out, '--episodes', '1', '--json']);
     expect(e.code).toBe(0);
     expect(JSON.parse(e.stdout.trim().split('\n').pop() as string)).toMatchObject({ event: 'eval', temperature: 0.7, actionHorizon: 5 });
   });
 
-  it('toy train + toy sample write a checkpoint and print metrics as JSON lines', () => {
+  it('toy train + toy sample write a checkpoint and print metrics as JSON lines', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'sf-cli-'));
-    const t = run(['toy', 'train', '--steps', '60', '--out', dir, '--json']);
+    const t = await run(['toy', 'train', '--steps', '60', '--out', dir, '--json']);
     expect(t.code).toBe(0);
     const lines = t.stdout.trim().split('\n').map((l) => JSON.parse(l));
     expect(lines.some((l) => l.event === 'progress')).toBe(true);
     expect(lines[lines.length - 1]).toMatchObject({ event: 'done', checkpoint: dir, steps: 60 });
-    const s = run(['toy', 'sample', '--checkpoint', dir, '--sampler', 'heun', '--steps', '5', '--grid', 'karras', '--n', '256', '--json']);
+    const s = await run(['toy', 'sample', '--checkpoint', dir, '--sampler', 'heun', '--steps', '5', '--grid', 'karras', '--n', '256', '--json']);
     expect(s.code).toBe(0);
     const m = JSON.parse(s.stdout.trim());
     expect(m).toMatchObject({ event: 'metrics', sampler: 'heun', steps: 5, n: 256 });
     expect(m.slicedWasserstein).toBeGreaterThan(0);
   });
 
-  it('robot collect --policy (expert corrections) and robot train --init fine-tune a shipped policy; mixed or mismatched data is a usage error', () => {
+  it('robot collect --policy (expert corrections) and robot train --init fine-tune a shipped policy; mixed or mismatched data is a usage error', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'sf-cli-dagger-'));
     const vel = path.join(dir, 'vel.mcap');
     const pos = path.join(dir, 'pos.mcap');
     const corr = path.join(dir, 'corr.mcap');
-    expect(run(['robot', 'collect', '--env', 'arm-reach', '--episodes', '2', '--seed', '1', '--out', vel]).code).toBe(0);
-    expect(run(['robot', 'collect', '--env', 'arm-reach', '--episodes', '2', '--seed', '1', '--action-mode', 'position', '--out', pos]).code).toBe(0);
+    expect((await run(['robot', 'collect', '--env', 'arm-reach', '--episodes', '2', '--seed', '1', '--out', vel])).code).toBe(0);
+    expect((await run(['robot', 'collect', '--env', 'arm-reach', '--episodes', '2', '--seed', '1', '--action-mode', 'position', '--out', pos])).code).toBe(0);
     const noisy = path.join(dir, 'noisy.mcap');
-    expect(run(['robot', 'collect', '--env', 'arm-reach', '--episodes', '2', '--seed', '2', '--action-noise', '0.3', '--noise-correlation', '0.5', '--out', noisy]).code).toBe(0);
-    const c = run(['robot', 'collect', '--env', 'arm-reach', '--policy', 'models/arm-reach-policy', '--episodes', '2', '--seed', '3', '--out', corr, '--json']);
+    expect((await run(['robot', 'collect', '--env', 'arm-reach', '--episodes', '2', '--seed', '2', '--action-noise', '0.3', '--noise-correlation', '0.5', '--out', noisy])).code).toBe(0);
+    const c = await run(['robot', 'collect', '--env', 'arm-reach', '--policy', 'models/arm-reach-policy', '--episodes', '2', '--seed', '3', '--out', corr, '--json']);
     expect(c.code).toBe(0);
     const report = JSON.parse(c.stdout.trim().split('\n').pop() as string);
     expect(report).toMatchObject({ event: 'collect', rollouts: 2, out: corr });
     expect(report.corrections + report.failed).toBe(report.queried);
     const ft = path.join(dir, 'ft');
-    const t = run(['robot', 'train', '--env', 'arm-reach', '--data', `${vel},${noisy},${corr}`, '--init', 'models/arm-reach-policy', '--steps', '2', '--batch', '8', '--out', ft, '--json']);
+    const t = await run(['robot', 'train', '--env', 'arm-reach', '--data', `${vel},${noisy},${corr}`, '--init', 'models/arm-reach-policy', '--steps', '2', '--batch', '8', '--out', ft, '--json']);
     expect(t.code).toBe(0);
     expect(JSON.parse(t.stdout.trim().split('\n').pop() as string)).toMatchObject({ event: 'done', checkpoint: ft });
 
@@ -150,7 +168,7 @@ describe('scoreflow CLI', () => {
       [['robot', 'collect', '--env', 'arm-reach', '--policy', 'models/arm-reach-policy', '--action-noise', '0.3'], /--action-noise: only for expert demonstrations/],
     ];
     for (const [args, message] of errors) {
-      const r = run(args);
+      const r = await run(args);
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stderr).toMatch(message);
     }

@@ -54,7 +54,7 @@ export async function doctor(opts: { json: boolean; backend: BackendName }): Pro
       ...(choice.backend === 'wasm'
         ? {
             matMulFix: wasmMatMulFixInstalled(),
-            heapKernels: heapKernels(tf.backend()) ? 'SIMD transposes and bias-gradient sums' : 'unavailable (no WebAssembly SIMD or no backend memory): backend kernels',
+            heapKernels: heapKernels(tf.backend()) ? 'SIMD transposes, bias-gradient sums and the no-packing matrix product' : 'unavailable (no WebAssembly SIMD or no backend memory): backend kernels',
           }
         : {}),
     },
