@@ -94,7 +94,11 @@ describe('policy', () => {
     const demos = reachDemos(40, 1);
     const cfg = tinyConfig();
     const run = policyTrainer(demos, cfg, { steps: 200, batchSize: 64, lr: 3e-3, seed: 0, emaDecay: 0.99 });
-    for (let i = 0; i < 200; i++) run.trainer.trainStep();
+    for (let i = 0; i < 200; i++) {
+      run.trainer.trainStep();
+      // Let the worker's event loop answer vitest's RPC on a slow machine (it gives up after 60 s).
+      if (i % 25 === 24) await new Promise((resolve) => setImmediate(resolve));
+    }
     const dir = mkdtempSync(path.join(os.tmpdir(), 'sf-policy-'));
     await run.save(dir);
     run.dispose();
