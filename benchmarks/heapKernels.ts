@@ -87,7 +87,7 @@ for (const shape of [[512, 512], [256, 512]]) {
   // Against XNNPACK at its best: weights packed once and reused (sampling). The kernel is
   // forced by marking the weights rewritten before each of its calls.
   const wv = tf.variable(w);
-  for (const rows of [256, 16]) {
+  for (const rows of [256, 64, 16, 1]) {
     const xs = tf.tensor2d(pseudoRandom(rows * 512, 7, 1), [rows, 512]);
     const forward = (on: boolean) => (): void => {
       setWasmMatMulOptions({ ownGemm: on });
