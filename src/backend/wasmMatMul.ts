@@ -507,53 +507,55 @@ function ownGemm(backend: WasmBackendLike): HeapKernels['gemm'] | undefined {
 }
 
 /**
- * `[rows, k] x [k, n]` (row-major, batch 1) in the no-packing kernel; the result is owned by
- * `scratch` unless `keep`.
+ * `[rows, k] x [k, n]` (row-major, batch 1) in the no-packing kernel, optionally with a bias per
+ * column and ReLU; the result belongs to the caller.
  */
-function gemmProduct(scratch: Scratch, gemm: HeapKernels['gemm'], x: TensorInfo, y: TensorInfo, rows: number, k: number, n: number, keep: boolean, bias?: TensorInfo, relu = false): TensorInfo {
+function gemmProduct(scratch: Scratch, gemm: HeapKernels['gemm'], x: TensorInfo, y: TensorInfo, rows: number, k: number, n: number, fused: Fused = {}): TensorInfo {
   const backend = scratch.backend;
-  const made = backend.makeOutput([1, rows, n], 'float32');
-  const out = keep ? made : scratch.own(made);
+  const out = backend.makeOutput([1, rows, n], 'float32');
   // The kernel's copy of one 8-column panel of y (k rows of 8 floats).
   const panel = scratch.own(backend.makeOutput([k * 8], 'float32'));
   // Offsets are taken after makeOutput: an allocation can grow (and replace) the heap.
   const ao = backend.typedArrayFromHeap(view(x, [rows * k])).byteOffset;
   const bo = backend.typedArrayFromHeap(view(y, [k * n])).byteOffset;
   const co = backend.typedArrayFromHeap(view(out, [rows * n])).byteOffset;
-  const biasOffset = bias === undefined ? undefined : backend.typedArrayFromHeap(view(bias, [n])).byteOffset;
+  const biasOffset = fused.bias === undefined ? undefined : backend.typedArrayFromHeap(view(fused.bias, [n])).byteOffset;
   const po = backend.typedArrayFromHeap(panel).byteOffset;
-  gemm(ao, bo, co, rows, k, n, po, biasOffset, relu);
+  gemm(ao, bo, co, rows, k, n, po, biasOffset, fused.relu ?? false);
   stats.gemmCalls++;
   return out;
 }
 
+/** What a fused product adds to the plain one in the no-packing kernel. */
+interface Fused {
+  /** One value per output column. */
+  readonly bias?: TensorInfo;
+  readonly relu?: boolean;
+}
+
 /**
  * A single-right-operand product in the no-packing kernel, when it applies: every transposed
- * product, and a plain one whose right operand was just rewritten. Without packing, only the
- * transposes count: directly, the transposed operands are materialised; swapped (a batch-1 left
- * operand), `(op(B)ᵀ op(A)ᵀ)ᵀ` materialises the operands that are *not* transposed and the
- * result. The kernel needs a multiple of 8 columns in what it computes. Undefined: not taken.
+ * product, and a plain one whose right operand was just rewritten or that has GEMM_MIN_ROWS
+ * rows. Without packing, only the transposes count: directly, the transposed operands are
+ * materialised; swapped (a batch-1 left operand, no bias or activation), `(op(B)ᵀ op(A)ᵀ)ᵀ`
+ * materialises the operands that are *not* transposed and the result. The kernel needs a
+ * multiple of 8 columns in what it computes. Undefined: not taken.
  */
-function gemmRoute(scratch: Scratch, a: TensorInfo, b: TensorInfo, p: Plan, transposeA: boolean, transposeB: boolean): TensorInfo | undefined {
+function gemmRoute(scratch: Scratch, a: TensorInfo, b: TensorInfo, p: Plan, transposeA: boolean, transposeB: boolean, fused: Fused = {}): TensorInfo | undefined {
   const gemm = ownGemm(scratch.backend);
   if (!gemm || p.batchB !== 1 || p.m * p.k * p.n === 0) return undefined;
   const { batchA, m, k, n } = p;
   if (!transposeA && !transposeB && !plainToGemm(b, p)) return undefined;
+  const plain = fused.bias === undefined && !fused.relu;
   const direct = n % 8 === 0 ? (transposeA ? batchA * m * k : 0) + (transposeB ? n * k : 0) : Infinity;
-  const swapped = batchA === 1 && m % 8 === 0 ? (transposeA ? 0 : m * k) + (transposeB ? 0 : n * k) + m * n : Infinity;
+  const swapped = plain && batchA === 1 && m % 8 === 0 ? (transposeA ? 0 : m * k) + (transposeB ? 0 : n * k) + m * n : Infinity;
   if (direct === Infinity && swapped === Infinity) return undefined;
   rewritten.delete(b.dataId);
   if (direct <= swapped) {
     const [a3, b3] = canonicalOperands(scratch, a, b, p, transposeA, transposeB);
-    const out = gemmProduct(scratch, gemm, a3, b3, batchA * m, k, n, true);
-    return { ...out, shape: p.outShape };
+    return { ...gemmProduct(scratch, gemm, a3, b3, batchA * m, k, n, fused), shape: p.outShape };
   }
-  const x = transposeB ? b : scratch.transposeInner(view(b, [1, k, n]));
-  const y = transposeA ? a : scratch.transposeInner(view(a, [1, m, k]));
-  const r = gemmProduct(scratch, gemm, x, y, n, k, m, false);
-  const out = scratch.transposeInner(view(r, [1, n, m]), true);
-  stats.swappedProducts++;
-  return { ...out, shape: p.outShape };
+  return swappedProduct(scratch, a, b, p, transposeA, transposeB, (x, y) => gemmProduct(scratch, gemm, x, y, n, k, m));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -627,21 +629,14 @@ function makeFusedMatMul(original: KernelFunc, transposeFunc: KernelFunc): Kerne
     // The no-packing kernel, for a bias per output column and a linear or ReLU activation
     // (the fused products of training: gradients, and freshly updated weights).
     const activation = args.attrs?.['activation'];
-    const gemm = ownGemm(backend);
     if (
-      gemm &&
-      p.batchB === 1 &&
-      p.n % 8 === 0 &&
-      (transposeA || transposeB || plainToGemm(b, p)) &&
       (activation === 'linear' || activation === 'relu') &&
       prelu == null &&
       (bias == null || (bias.dtype === 'float32' && tf.util.sizeFromShape(bias.shape) === p.n))
     ) {
-      rewritten.delete(b.dataId);
       try {
-        const [a3, b3] = canonicalOperands(scratch, a, b, p, transposeA, transposeB);
-        const out = gemmProduct(scratch, gemm, a3, b3, p.batchA * p.m, p.k, p.n, true, bias ?? undefined, activation === 'relu');
-        return { ...out, shape: p.outShape };
+        const viaGemm = gemmRoute(scratch, a, b, p, transposeA, transposeB, { bias: bias ?? undefined, relu: activation === 'relu' });
+        if (viaGemm) return viaGemm;
       } finally {
         scratch.release();
       }
