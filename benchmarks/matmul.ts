@@ -13,8 +13,10 @@
  *   "after" use tfjs's own Adam (`tf.train.adam`) and the backend's Transpose and Sum kernels;
  *   "after + SIMD" adds the heap kernels (src/backend/wasmHeap.ts: transposes, bias-gradient
  *   sums, and the no-packing product kernel for the gradient products and for the first
- *   product with weights the update just rewrote) and the core's AdamOptimizer (the
- *   WebAssembly SIMD update every Trainer uses). The
+ *   product with weights the update just rewrote), the copy-free Identity of
+ *   src/backend/wasmShare.ts and the core's AdamOptimizer (the WebAssembly SIMD update every
+ *   Trainer uses) with its default float32 arithmetic; "Adam float64" is the same with the
+ *   float64 arithmetic the shipped training recipes pin. The
  *   two "after" variants and the forward pass are timed in alternating blocks in one loop;
  * - what XNNPACK's packing of a right operand costs against a SIMD transpose (PACK_COST);
  * - batched products [B, s, s] @ [B, s, s] stock vs split, the data behind MIN_SPLIT_MACS.
@@ -28,6 +30,7 @@ import { pseudoRandom, timeBlocks, timeCalls } from './timing.js';
 import { ParamStore } from '../src/nn/params.js';
 import { AdamOptimizer } from '../src/train/optimizer.js';
 import { markWritten } from '../src/train/hostMemory.js';
+import { installWasmShare, uninstallWasmShare } from '../src/backend/wasmShare.js';
 import {
   installWasmMatMulFix,
   MIN_SPLIT_MACS,
@@ -94,7 +97,11 @@ export interface MatMulBenchResult {
   /** 256x512 @ 512x512 (operands laid out so each combination computes the same shapes). */
   products: Record<'NN' | 'TN' | 'NT' | 'TT', { beforeMs: number; afterMs: number; speedup: number }>;
   /** stepSpeedup: before / after training-step CPU time. */
-  mlp: { before: MlpResult; after: MlpResult; afterCoreAdam: MlpResult; stepSpeedup: number };
+  /**
+   * afterCoreAdam: every kernel of the library and the core's Adam with its default float32
+   * arithmetic; afterCoreAdam64: the same with the float64 arithmetic the shipped recipes pin.
+   */
+  mlp: { before: MlpResult; after: MlpResult; afterCoreAdam: MlpResult; afterCoreAdam64: MlpResult; stepSpeedup: number };
   /**
    * What XNNPACK's packing of a right operand costs (a [8, k] @ [k, n] product with the
    * operand packed once vs packed again every call) against the SIMD transpose of the same
@@ -152,6 +159,16 @@ interface MlpVariant {
   operandSwap: boolean;
   /** The no-packing product kernel for gradient products and freshly updated weights. */
   ownGemm: boolean;
+  /** Identity and same-dtype Cast share storage instead of copying (src/backend/wasmShare.ts). */
+  share: boolean;
+  /** Arithmetic of the core's Adam (ignored for tfjs's). */
+  precision: 'float32' | 'float64';
+}
+
+function configure(v: MlpVariant): void {
+  setWasmMatMulOptions({ simdKernels: v.simdKernels, operandSwap: v.operandSwap, ownGemm: v.ownGemm });
+  if (v.share) installWasmShare();
+  else uninstallWasmShare();
 }
 
 /**
@@ -166,19 +183,19 @@ function benchMlp(batch: number, width: number, layers: number, reps: number, va
   const setups = variants.map((v, i) => {
     const m = makeMlp(width, layers);
     const tfOpt = tf.train.adam(1e-3);
-    const coreOpt = new AdamOptimizer(m.store, { kind: 'adam', weightDecay: 0 });
+    const coreOpt = new AdamOptimizer(m.store, { kind: 'adam', weightDecay: 0, precision: v.precision });
     const vars = [...m.weights, ...m.biases];
     const names = m.store.trainableNames();
     const loss = (): tf.Scalar => tf.losses.meanSquaredError(y, mlpForward(m, x)) as tf.Scalar;
     const gradients = (): void => {
-      setWasmMatMulOptions({ simdKernels: v.simdKernels, operandSwap: v.operandSwap, ownGemm: v.ownGemm });
+      configure(v);
       tf.tidy(() => {
         const { value } = tf.variableGrads(loss, vars);
         value.dataSync();
       });
     };
     const step = (): void => {
-      setWasmMatMulOptions({ simdKernels: v.simdKernels, operandSwap: v.operandSwap, ownGemm: v.ownGemm });
+      configure(v);
       tf.tidy(() => {
         if (v.optimizer === 'tfjs') {
           // minimize = tf.variableGrads (forward + backward) + Adam's applyGradients.
@@ -213,6 +230,7 @@ function benchMlp(batch: number, width: number, layers: number, reps: number, va
   const t = timeBlocks(fns, Math.max(2, Math.round(reps / 3)), 3);
   const fwdT = t[t.length - 1];
   setWasmMatMulOptions({ simdKernels: true, operandSwap: true, ownGemm: true });
+  installWasmShare();
   for (const s of setups) s.dispose();
   tf.dispose([x, y]);
   const macs = layers * batch * width * width;
@@ -319,13 +337,16 @@ export async function runMatMulBench(opts: MatMulBenchOptions = {}): Promise<Mat
 
   uninstallWasmMatMulFix();
   const productsBefore = benchProducts(reps);
-  const [before] = benchMlp(batch, width, layers, reps, [{ optimizer: 'tfjs', simdKernels: false, operandSwap: false, ownGemm: false }]);
+  const stock = { simdKernels: false, operandSwap: false, ownGemm: false, share: false, precision: 'float32' } as const;
+  const [before] = benchMlp(batch, width, layers, reps, [{ optimizer: 'tfjs', ...stock }]);
   installWasmMatMulFix();
   const productsAfter = benchProducts(reps);
   // The fixed step is ~10x cheaper than the stock one: more rounds for steadier medians.
-  const [after, afterCoreAdam] = benchMlp(batch, width, layers, 6 * reps, [
-    { optimizer: 'tfjs', simdKernels: false, operandSwap: false, ownGemm: false },
-    { optimizer: 'core', simdKernels: true, operandSwap: true, ownGemm: true },
+  const full = { simdKernels: true, operandSwap: true, ownGemm: true, share: true } as const;
+  const [after, afterCoreAdam, afterCoreAdam64] = benchMlp(batch, width, layers, 6 * reps, [
+    { optimizer: 'tfjs', ...stock },
+    { optimizer: 'core', ...full, precision: 'float32' },
+    { optimizer: 'core', ...full, precision: 'float64' },
   ]);
   const packing = benchPacking(reps);
   const batched = opts.skipBatched ? [] : benchBatched(Math.max(5, reps));
@@ -340,7 +361,8 @@ export async function runMatMulBench(opts: MatMulBenchOptions = {}): Promise<Mat
     `before ${before.stepOverForward.toFixed(1)}x; ${before.stepOverForwardMin.toFixed(1)}x; ${before.stepOverForwardCpu.toFixed(1)}x, ` +
     `after ${after.stepOverForward.toFixed(1)}x; ${after.stepOverForwardMin.toFixed(1)}x; ${after.stepOverForwardCpu.toFixed(1)}x ` +
     `after + SIMD kernels and the core's Adam ${afterCoreAdam.stepOverForward.toFixed(1)}x; ${afterCoreAdam.stepOverForwardMin.toFixed(1)}x; ${afterCoreAdam.stepOverForwardCpu.toFixed(1)}x ` +
-    `(target <= 3x on cpu time after + SIMD: ${afterCoreAdam.stepOverForwardCpu <= 3 ? 'met' : 'NOT met'}); ` +
+    `(target <= 3x on cpu time after + SIMD: ${afterCoreAdam.stepOverForwardCpu <= 3 ? 'met' : 'NOT met'}; ` +
+    `with the float64 Adam the recipes pin ${afterCoreAdam64.stepOverForwardCpu.toFixed(2)}x); ` +
     `step ${(before.trainStep.cpuMs / after.trainStep.cpuMs).toFixed(1)}x less cpu time`;
   const result: MatMulBenchResult = {
     benchmark: 'wasm-matmul-fix',
@@ -350,7 +372,7 @@ export async function runMatMulBench(opts: MatMulBenchOptions = {}): Promise<Mat
     threads,
     config: { batch, width, layers, reps },
     products,
-    mlp: { before, after, afterCoreAdam, stepSpeedup: before.trainStep.cpuMs / after.trainStep.cpuMs },
+    mlp: { before, after, afterCoreAdam, afterCoreAdam64, stepSpeedup: before.trainStep.cpuMs / after.trainStep.cpuMs },
     packing,
     batched,
     minSplitMacs: MIN_SPLIT_MACS,
@@ -381,7 +403,7 @@ function printSummary(r: MatMulBenchResult): void {
   );
   console.log(`MLP ${c.layers}x${c.width} relu, batch ${c.batch}: ms wall (cpu)`);
   console.log('                     forward           fwd+bwd           step (fwd+bwd+Adam)   fwd+bwd/fwd  step/fwd (cpu)');
-  for (const [k, v] of [['before', r.mlp.before], ['after', r.mlp.after], ['after + SIMD', r.mlp.afterCoreAdam]] as const) {
+  for (const [k, v] of [['before', r.mlp.before], ['after', r.mlp.after], ['after + SIMD', r.mlp.afterCoreAdam], ['  Adam float64', r.mlp.afterCoreAdam64]] as const) {
     console.log(
       `  ${k.padEnd(16)} ${f(v.forward.medianMs).padStart(7)} (${f(v.forward.cpuMs).padStart(7)})` +
         ` ${f(v.gradients.medianMs).padStart(8)} (${f(v.gradients.cpuMs).padStart(7)})` +

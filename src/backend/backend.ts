@@ -13,6 +13,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { prepareWasmThreads, type WasmThreadsPreparation } from './threads.js';
 import { installWasmMatMulFix } from './wasmMatMul.js';
+import { installWasmShare } from './wasmShare.js';
 
 export type BackendName = 'auto' | 'wasm' | 'cpu' | 'tensorflow';
 
@@ -109,6 +110,7 @@ async function tryWasm(threads: number): Promise<{ ok: true; threads: number; no
     if (!(await tf.setBackend('wasm'))) return { ok: false, why: 'wasm backend did not initialise' };
     await tf.ready();
     installWasmMatMulFix();
+    installWasmShare();
     const running = wasm.getThreadsCount();
     if (initialised && running !== threads) note = `; ${running} thread(s): fixed when the backend first started`;
     return { ok: true, threads: running, note };

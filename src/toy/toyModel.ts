@@ -92,7 +92,7 @@ export function toyTrainer(opts: ToyTrainOptions): ToyRun {
       steps: o.steps,
       batchSize: o.batchSize,
       seed: o.seed,
-      optimizer: { kind: 'adamw', weightDecay: 0 },
+      optimizer: { kind: 'adamw', weightDecay: 0, precision: 'float64' },
       schedule: { kind: 'cosine', lr: o.lr, warmup: Math.min(100, Math.floor(o.steps / 10)), minLr: o.lr * 0.05 },
       clipNorm: 1,
       emaDecay: 0.995,

@@ -18,7 +18,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { ParamStore } from '../nn/params.js';
 import { markWritten, readValues, writableHostView, writeVariable } from './hostMemory.js';
 import { checkNumber, checkOneOf, fail } from '../util/validate.js';
-import { WasmAdamKernel, wasmAdamAvailable } from './wasmAdam.js';
+import { WasmAdamKernel, wasmAdamAvailable, type AdamPrecision } from './wasmAdam.js';
+
+export type { AdamPrecision } from './wasmAdam.js';
 
 export interface OptimizerConfig {
   readonly kind: 'adam' | 'adamw';
@@ -27,6 +29,12 @@ export interface OptimizerConfig {
   readonly eps?: number;
   /** Adam: L2 penalty added to the gradient; AdamW: decoupled decay. */
   readonly weightDecay?: number;
+  /**
+   * Arithmetic of the update (default 'float32', as in other frameworks' Adam). 'float64'
+   * rounds only when storing: the shipped policies were trained with it, and their training
+   * recipes pin it so that they reproduce bit for bit.
+   */
+  readonly precision?: AdamPrecision;
 }
 
 export function validateOptimizerConfig(c: OptimizerConfig): Required<OptimizerConfig> {
@@ -37,6 +45,7 @@ export function validateOptimizerConfig(c: OptimizerConfig): Required<OptimizerC
     beta2: checkNumber('optimizer.beta2', c.beta2 ?? 0.999, { min: 0, max: 0.99999999 }),
     eps: checkNumber('optimizer.eps', c.eps ?? 1e-8, { min: 0 }),
     weightDecay: checkNumber('optimizer.weightDecay', c.weightDecay ?? (c.kind === 'adamw' ? 1e-4 : 0), { min: 0 }),
+    precision: checkOneOf('optimizer.precision', c.precision ?? 'float32', ['float32', 'float64']),
   };
 }
 
@@ -72,6 +81,57 @@ function adamUpdate(p: Float32Array, g: Float32Array, m: Float32Array, v: Float3
     const a = 1 - d;
     for (let k = 0; k < n; k++) e[off + k] = d * e[off + k] + a * p[k];
   }
+}
+
+const f32 = Math.fround;
+
+/**
+ * `adamUpdate` in float32 arithmetic: every operation rounded to float32 (the scalars are
+ * float32 already). A float64 operation on float32 operands rounded once to float32 equals the
+ * float32 operation, so this is bit-identical to the SIMD kernel's `adam32`.
+ */
+function adamUpdate32(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, e: Float32Array | undefined, off: number, c: Float32Scalars): void {
+  const n = p.length;
+  const { gScale, l2, beta1, beta2, stepSize, invBc2, eps, keep, a1, a2, d, a } = c;
+  for (let k = 0; k < n; k++) {
+    const j = off + k;
+    const pk = p[k];
+    const gk = f32(f32(g[k] * gScale) + f32(l2 * pk));
+    const mk = f32(f32(beta1 * m[j]) + f32(a1 * gk));
+    const vk = f32(f32(beta2 * v[j]) + f32(f32(a2 * gk) * gk));
+    m[j] = mk;
+    v[j] = vk;
+    const pn = f32(f32(keep * pk) - f32(f32(stepSize * mk) / f32(f32(Math.sqrt(f32(vk * invBc2))) + eps)));
+    p[k] = pn;
+    if (e) e[j] = f32(f32(d * e[j]) + f32(a * pn));
+  }
+}
+
+interface Float32Scalars {
+  gScale: number; l2: number; beta1: number; beta2: number; stepSize: number; invBc2: number;
+  eps: number; keep: number; a1: number; a2: number; d: number; a: number;
+}
+
+/**
+ * The float32 update's gradient norm²: float64 squares summed in four lanes (flat index k in
+ * lane k % 4) over the first size - size % 4 entries, lanes combined as (l0 + l1) + (l2 + l3),
+ * then the last entries in order. The SIMD kernel's `sumsq4` computes the same sum.
+ */
+function sumSq4(pieces: Float32Array[], size: number): number {
+  const lanes = [0, 0, 0, 0];
+  const body = size - (size % 4);
+  const last: number[] = [];
+  let k = 0;
+  for (const g of pieces) {
+    for (let i = 0; i < g.length; i++, k++) {
+      const x = g[i];
+      if (k < body) lanes[k & 3] += x * x;
+      else last.push(x);
+    }
+  }
+  let sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+  for (const x of last) sum += x * x;
+  return sum;
 }
 
 export interface AdamImplementation {
@@ -199,11 +259,15 @@ export class AdamOptimizer {
   private update(gradOf: (i: number) => Float32Array, lr: number, clipNorm: number | undefined, ema: FlatEma | undefined): { gradNorm: number } {
     if (ema && ema.values.length !== this.size) fail(`optimizer: EMA has ${ema.values.length} values, the parameters have ${this.size}`);
     if (this.kernel) return this.updateSimd(this.kernel, gradOf, lr, clipNorm, ema);
-    const { beta1, beta2, eps } = this.config;
+    const { beta1, beta2, eps, precision } = this.config;
     let sq = 0;
-    for (let i = 0; i < this.names.length; i++) {
-      const g = gradOf(i);
-      for (let k = 0; k < g.length; k++) sq += g[k] * g[k];
+    if (precision === 'float64') {
+      for (let i = 0; i < this.names.length; i++) {
+        const g = gradOf(i);
+        for (let k = 0; k < g.length; k++) sq += g[k] * g[k];
+      }
+    } else {
+      sq = sumSq4(this.names.map((_, i) => gradOf(i)), this.size);
     }
     const gradNorm = Math.sqrt(sq);
     const { gScale, bc2, stepSize, l2, decoupled } = this.nextStep(gradNorm, lr, clipNorm);
@@ -211,12 +275,17 @@ export class AdamOptimizer {
     const v = this.vFlat;
     const e = ema?.values;
     const d = ema?.decay ?? 0;
+    const c32: Float32Scalars = {
+      gScale: f32(gScale), l2: f32(l2), beta1: f32(beta1), beta2: f32(beta2), stepSize: f32(stepSize), invBc2: f32(1 / bc2),
+      eps: f32(eps), keep: f32(1 - decoupled), a1: f32(1 - beta1), a2: f32(1 - beta2), d: f32(d), a: f32(1 - d),
+    };
     this.names.forEach((n, i) => {
       const variable = this.params.get(n);
       const inPlace = writableHostView(variable);
       const p = inPlace ?? Float32Array.from(readValues(variable));
       const g = gradOf(i);
-      adamUpdate(p, g, m, v, e, this.offsets[i], gScale, l2, beta1, beta2, stepSize, bc2, eps, decoupled, d);
+      if (precision === 'float64') adamUpdate(p, g, m, v, e, this.offsets[i], gScale, l2, beta1, beta2, stepSize, bc2, eps, decoupled, d);
+      else adamUpdate32(p, g, m, v, e, this.offsets[i], c32);
       if (inPlace) markWritten(variable);
       else writeVariable(variable, p);
     });
@@ -239,13 +308,14 @@ export class AdamOptimizer {
 
   /** The update in the SIMD kernel: stage gradients, parameters and EMA in, run, copy back. */
   private updateSimd(kernel: WasmAdamKernel, gradOf: (i: number) => Float32Array, lr: number, clipNorm: number | undefined, ema: FlatEma | undefined): { gradNorm: number } {
+    const { precision } = this.config;
     for (let i = 0; i < this.names.length; i++) kernel.g.set(gradOf(i), this.offsets[i]);
-    const gradNorm = Math.sqrt(kernel.gradSumSq());
+    const gradNorm = Math.sqrt(kernel.gradSumSq(precision));
     const s = this.nextStep(gradNorm, lr, clipNorm);
     for (let i = 0; i < this.names.length; i++) kernel.p.set(readValues(this.params.get(this.names[i])), this.offsets[i]);
     if (ema) kernel.e.set(ema.values);
     const { beta1, beta2, eps } = this.config;
-    kernel.step({ ...s, beta1, beta2, eps, emaDecay: ema?.decay });
+    kernel.step({ ...s, beta1, beta2, eps, emaDecay: ema?.decay }, precision);
     this.names.forEach((n, i) => writeVariable(this.params.get(n), kernel.p.subarray(this.offsets[i], this.offsets[i] + this.pieceSize(i))));
     if (ema) ema.values.set(kernel.e);
     return { gradNorm };

@@ -9,11 +9,17 @@
  * (one lane, the loop's order), so clipping decisions are identical too. Shipped training
  * commands therefore reproduce their weights bit for bit with either implementation.
  *
+ * The same module has the update in float32 arithmetic (`adam32`, four entries per f32x4
+ * step, each operation rounded to float32 like `adamUpdate32`'s Math.fround; the norm in four
+ * float64 lanes). Float64 division and square root are the expensive part of the float64
+ * update: for 787k parameters it takes about 4.5 ns per entry on this machine, the float32 one
+ * a fraction of that (`benchmarks/matmul.ts`).
+ *
  * The module owns its memory: the optimiser keeps its moments there for good and stages the
  * parameters, gradients and EMA in and out with `TypedArray.set` (memcpy). The bytes are
  * assembled here with the encoder in src/util/wasmAsm.ts.
  */
-import { Body, compileOrNull, F64, I32, name, op, section, simd, sleb, uleb, V128, vec, wasmApi } from '../util/wasmAsm.js';
+import { Body, compileOrNull, F32, F64, I32, name, op, section, simd, sleb, uleb, V128, vec, wasmApi } from '../util/wasmAsm.js';
 
 /*
  * adam(p, g, m, v, e, n, gScale, l2, beta1, beta2, stepSize, invBc2, eps, keep, a1, a2, d, a)
@@ -101,17 +107,126 @@ function sumsqBody(): number[] {
   return [...uleb(body.length), ...body];
 }
 
+/*
+ * adam32: the same update in float32 arithmetic, four entries per step (f32x4): every
+ * operation rounds to float32, as `adamUpdate32` in optimizer.ts does with Math.fround.
+ * Parameters as `adam`, the scalars as f32.
+ */
+function adam32Body(): number[] {
+  const K = NPARAM, END = NPARAM + 1;
+  const sP = NPARAM + 2, sG = sP + 1, sM = sP + 2, sV = sP + 3, sPn = sP + 4;
+  const vBase = sP + 5;
+  const vP = vBase, vG = vBase + 1, vM = vBase + 2, vV = vBase + 3, vPn = vBase + 4;
+  const cOf = (param: number): number => vBase + 5 + (param - GS);
+  const b = new Body();
+  const load4 = (base: number): Body => b.addr(base, K).v(simd.load, 2, 0);
+  const store4 = (base: number, val: number): Body => b.addr(base, K).get(val).v(simd.store, 2, 0);
+  const load1 = (base: number): Body => b.addr(base, K).emit(op.f32Load, 2, 0);
+  const store1 = (base: number, val: number): Body => b.addr(base, K).get(val).emit(op.f32Store, 2, 0);
+  for (let prm = GS; prm <= A; prm++) b.get(prm).v(simd.f32x4Splat).set(cOf(prm));
+  // end = (n & ~3) * 4: bytes of the part done four at a time
+  b.get(N).emit(op.i32Const, ...sleb(-4), op.i32And, op.i32Const, 2, op.i32Shl).set(END);
+  b.emit(op.i32Const, 0).set(K);
+  b.emit(op.block, op.void, op.loop, op.void);
+  b.get(K).get(END).emit(op.i32GeU, op.brIf, 1);
+  load4(P).set(vP);
+  load4(G).get(cOf(GS)).v(simd.f32x4Mul).get(cOf(L2)).get(vP).v(simd.f32x4Mul).v(simd.f32x4Add).set(vG);
+  b.get(cOf(B1));
+  load4(M).v(simd.f32x4Mul).get(cOf(A1)).get(vG).v(simd.f32x4Mul).v(simd.f32x4Add).set(vM);
+  b.get(cOf(B2));
+  load4(V).v(simd.f32x4Mul).get(cOf(A2)).get(vG).v(simd.f32x4Mul).get(vG).v(simd.f32x4Mul).v(simd.f32x4Add).set(vV);
+  store4(M, vM);
+  store4(V, vV);
+  b.get(cOf(KEEP)).get(vP).v(simd.f32x4Mul);
+  b.get(cOf(SS)).get(vM).v(simd.f32x4Mul);
+  b.get(vV).get(cOf(IB)).v(simd.f32x4Mul).v(simd.f32x4Sqrt).get(cOf(EPS)).v(simd.f32x4Add);
+  b.v(simd.f32x4Div).v(simd.f32x4Sub).set(vPn);
+  store4(P, vPn);
+  b.get(E).emit(op.i32Const, 0, 0x4e /* i32.ge_s */, op.if, op.void);
+  b.get(cOf(D));
+  load4(E).v(simd.f32x4Mul).get(cOf(A)).get(vPn).v(simd.f32x4Mul).v(simd.f32x4Add).set(vPn);
+  store4(E, vPn);
+  b.emit(op.end);
+  b.get(K).emit(op.i32Const, 16, op.i32Add).set(K);
+  b.emit(op.br, 0, op.end, op.end);
+  // The last n % 4 entries, one at a time.
+  b.get(N).emit(op.i32Const, 2, op.i32Shl).set(END);
+  b.emit(op.block, op.void, op.loop, op.void);
+  b.get(K).get(END).emit(op.i32GeU, op.brIf, 1);
+  load1(P).set(sP);
+  load1(G).get(GS).emit(op.f32Mul).get(L2).get(sP).emit(op.f32Mul, op.f32Add).set(sG);
+  b.get(B1);
+  load1(M).emit(op.f32Mul).get(A1).get(sG).emit(op.f32Mul, op.f32Add).set(sM);
+  b.get(B2);
+  load1(V).emit(op.f32Mul).get(A2).get(sG).emit(op.f32Mul).get(sG).emit(op.f32Mul, op.f32Add).set(sV);
+  store1(M, sM);
+  store1(V, sV);
+  b.get(KEEP).get(sP).emit(op.f32Mul);
+  b.get(SS).get(sM).emit(op.f32Mul);
+  b.get(sV).get(IB).emit(op.f32Mul, op.f32Sqrt).get(EPS).emit(op.f32Add, op.f32Div, op.f32Sub).set(sPn);
+  store1(P, sPn);
+  b.get(E).emit(op.i32Const, 0, 0x4e, op.if, op.void);
+  b.get(D);
+  load1(E).emit(op.f32Mul).get(A).get(sPn).emit(op.f32Mul, op.f32Add).set(sPn);
+  store1(E, sPn);
+  b.emit(op.end);
+  b.get(K).emit(op.i32Const, 4, op.i32Add).set(K);
+  b.emit(op.br, 0, op.end, op.end);
+  b.emit(op.end);
+  const locals = [
+    [...uleb(2), I32],
+    [...uleb(5), F32],
+    [...uleb(5 + (A - GS + 1)), V128],
+  ];
+  const body = [...vec(locals), ...b.code];
+  return [...uleb(body.length), ...body];
+}
+
+/*
+ * sumsq4(g, n) -> f64: the float64 sum of g*g in four lanes (entry k in lane k % 4) over the
+ * first n - n % 4 entries, lanes combined as (l0 + l1) + (l2 + l3), then the last n % 4
+ * entries added in order. `sumSq4` in optimizer.ts is the same sum in JavaScript.
+ */
+function sumsq4Body(): number[] {
+  const g = 0, n = 1, k = 2, end = 3, s = 4, x = 5, accA = 6, accB = 7, X = 8;
+  const b = new Body();
+  b.get(n).emit(op.i32Const, ...sleb(-4), op.i32And, op.i32Const, 2, op.i32Shl).set(end);
+  b.emit(op.block, op.void, op.loop, op.void);
+  b.get(k).get(end).emit(op.i32GeU, op.brIf, 1);
+  b.addr(g, k).v(simd.load, 2, 0).set(X);
+  b.get(accA).get(X).v(simd.f64x2PromoteLowF32x4).get(X).v(simd.f64x2PromoteLowF32x4).v(simd.f64x2Mul).v(simd.f64x2Add).set(accA);
+  b.get(X).get(X).v(simd.i8x16Shuffle, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7).v(simd.f64x2PromoteLowF32x4).set(X);
+  b.get(accB).get(X).get(X).v(simd.f64x2Mul).v(simd.f64x2Add).set(accB);
+  b.get(k).emit(op.i32Const, 16, op.i32Add).set(k);
+  b.emit(op.br, 0, op.end, op.end);
+  b.get(accA).v(simd.f64x2ExtractLane, 0).get(accA).v(simd.f64x2ExtractLane, 1).emit(op.f64Add);
+  b.get(accB).v(simd.f64x2ExtractLane, 0).get(accB).v(simd.f64x2ExtractLane, 1).emit(op.f64Add);
+  b.emit(op.f64Add).set(s);
+  b.get(n).emit(op.i32Const, 2, op.i32Shl).set(end);
+  b.emit(op.block, op.void, op.loop, op.void);
+  b.get(k).get(end).emit(op.i32GeU, op.brIf, 1);
+  b.load1(g, k).set(x);
+  b.get(s).get(x).get(x).emit(op.f64Mul, op.f64Add).set(s);
+  b.get(k).emit(op.i32Const, 4, op.i32Add).set(k);
+  b.emit(op.br, 0, op.end, op.end);
+  b.get(s);
+  b.emit(op.end);
+  const body = [...vec([[...uleb(2), I32], [...uleb(2), F64], [...uleb(3), V128]]), ...b.code];
+  return [...uleb(body.length), ...body];
+}
+
 function moduleBytes(): Uint8Array {
   const adamType = [0x60, ...vec([...Array(6).fill([I32]), ...Array(NPARAM - 6).fill([F64])]), ...vec([])];
   const sumsqType = [0x60, ...vec([[I32], [I32]]), ...vec([[F64]])];
+  const adam32Type = [0x60, ...vec([...Array(6).fill([I32]), ...Array(NPARAM - 6).fill([F32])]), ...vec([])];
   const bytes = [
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, vec([adamType, sumsqType])),
+    ...section(1, vec([adamType, sumsqType, adam32Type])),
     // import env.memory, limits min 1, no max
     ...section(2, vec([[...name('env'), ...name('memory'), 0x02, 0x00, 0x01]])),
-    ...section(3, vec([[0], [1]])),
-    ...section(7, vec([[...name('adam'), 0x00, 0], [...name('sumsq'), 0x00, 1]])),
-    ...section(10, vec([adamBody(), sumsqBody()])),
+    ...section(3, vec([[0], [1], [2], [1]])),
+    ...section(7, vec([[...name('adam'), 0x00, 0], [...name('sumsq'), 0x00, 1], [...name('adam32'), 0x00, 2], [...name('sumsq4'), 0x00, 3]])),
+    ...section(10, vec([adamBody(), sumsqBody(), adam32Body(), sumsq4Body()])),
   ];
   return Uint8Array.from(bytes);
 }
@@ -119,6 +234,8 @@ function moduleBytes(): Uint8Array {
 interface Exports {
   adam(p: number, g: number, m: number, v: number, e: number, n: number, gScale: number, l2: number, beta1: number, beta2: number, stepSize: number, invBc2: number, eps: number, keep: number, a1: number, a2: number, d: number, a: number): void;
   sumsq(g: number, n: number): number;
+  adam32(p: number, g: number, m: number, v: number, e: number, n: number, gScale: number, l2: number, beta1: number, beta2: number, stepSize: number, invBc2: number, eps: number, keep: number, a1: number, a2: number, d: number, a: number): void;
+  sumsq4(g: number, n: number): number;
 }
 
 let compiled: object | null | undefined;
@@ -135,6 +252,13 @@ function compiledModule(): object | null {
 export function wasmAdamAvailable(): boolean {
   return compiledModule() !== null;
 }
+
+/**
+ * The arithmetic of the update: 'float64' rounds only on store (the JavaScript loop's
+ * arithmetic, and what the shipped policies were trained with); 'float32' rounds every
+ * operation, as float32 Adam implementations do, and runs four entries per SIMD step.
+ */
+export type AdamPrecision = 'float32' | 'float64';
 
 export interface AdamStepArgs {
   readonly gScale: number;
@@ -184,14 +308,18 @@ export class WasmAdamKernel {
     this.e = view(this.off.e);
   }
 
-  /** Sum of squares of the staged gradient, in float64, in index order. */
-  gradSumSq(): number {
-    return this.fn.sumsq(this.off.g, this.size);
+  /**
+   * Sum of squares of the staged gradient in float64: in index order for the float64 update,
+   * in four interleaved lanes for the float32 one.
+   */
+  gradSumSq(precision: AdamPrecision = 'float64'): number {
+    return precision === 'float64' ? this.fn.sumsq(this.off.g, this.size) : this.fn.sumsq4(this.off.g, this.size);
   }
 
   /** One update of the staged parameters (and EMA when `emaDecay` is set). */
-  step(s: AdamStepArgs): void {
+  step(s: AdamStepArgs, precision: AdamPrecision = 'float64'): void {
     const d = s.emaDecay ?? 0;
-    this.fn.adam(this.off.p, this.off.g, this.off.m, this.off.v, s.emaDecay === undefined ? -1 : this.off.e, this.size, s.gScale, s.l2, s.beta1, s.beta2, s.stepSize, 1 / s.bc2, s.eps, 1 - s.decoupled, 1 - s.beta1, 1 - s.beta2, d, 1 - d);
+    const f = precision === 'float64' ? this.fn.adam : this.fn.adam32;
+    f(this.off.p, this.off.g, this.off.m, this.off.v, s.emaDecay === undefined ? -1 : this.off.e, this.size, s.gScale, s.l2, s.beta1, s.beta2, s.stepSize, 1 / s.bc2, s.eps, 1 - s.decoupled, 1 - s.beta1, 1 - s.beta2, d, 1 - d);
   }
 }

@@ -31,6 +31,7 @@ export function name(s: string): number[] {
 }
 
 export const I32 = 0x7f;
+export const F32 = 0x7d;
 export const F64 = 0x7c;
 export const V128 = 0x7b;
 
@@ -53,6 +54,11 @@ export const op = {
   i32Sub: 0x6b,
   i32And: 0x71,
   f32Add: 0x92,
+  f32Sub: 0x93,
+  f32Mul: 0x94,
+  f32Div: 0x95,
+  f32Sqrt: 0x91,
+  i32LtU: 0x49,
   i32Mul: 0x6c,
   i32Add: 0x6a,
   i32Shl: 0x74,
@@ -72,6 +78,11 @@ export const simd = {
   store: 0x0b,
   i8x16Shuffle: 0x0d,
   f32x4Add: 0xe4,
+  f32x4Sub: 0xe5,
+  f32x4Div: 0xe7,
+  f32x4Sqrt: 0xe3,
+  f32x4Splat: 0x13,
+  f64x2ExtractLane: 0x21,
   f32x4Mul: 0xe6,
   f32x4Pmax: 0xeb,
   v128Const: 0x0c,

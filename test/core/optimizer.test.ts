@@ -34,14 +34,14 @@ function reference(p: tf.Tensor, grads: tf.Tensor[], opts: { lr: number; b1: num
 }
 
 describe('AdamOptimizer', () => {
-  for (const kind of ['adam', 'adamw'] as const) {
-    it(`${kind}: five fused steps equal the textbook update (with clipping and decay)`, () => {
+  for (const [kind, precision] of [['adam', 'float32'], ['adamw', 'float32'], ['adam', 'float64'], ['adamw', 'float64']] as const) {
+    it(`${kind} (${precision}): five fused steps equal the textbook update (with clipping and decay)`, () => {
       const store = new ParamStore(new Rng(1));
       const w = store.param('w', [7, 5], 'glorot');
       const start = w.clone();
       const rng = new Rng(2);
       const grads = Array.from({ length: 5 }, () => tf.mul(rng.normal([7, 5]), 3));
-      const opt = new AdamOptimizer(store, { kind, weightDecay: 0.01 });
+      const opt = new AdamOptimizer(store, { kind, weightDecay: 0.01, precision });
       for (const g of grads) opt.apply({ w: g }, 0.05, 1);
       const ref = reference(start, grads, { lr: 0.05, b1: 0.9, b2: 0.999, eps: 1e-8, wd: 0.01, kind, clip: 1 });
       const got = store.get('w').dataSync();
@@ -101,14 +101,14 @@ describe('AdamOptimizer', () => {
     store.dispose();
   });
 
-  for (const kind of ['adam', 'adamw'] as const) {
-    it(`${kind}: the SIMD kernel and the JavaScript loop give bit-identical parameters, moments and EMA`, () => {
+  for (const [kind, precision] of [['adam', 'float32'], ['adamw', 'float32'], ['adam', 'float64'], ['adamw', 'float64']] as const) {
+    it(`${kind} (${precision}): the SIMD kernel and the JavaScript loop give bit-identical parameters, moments and EMA`, () => {
       const run = (simd: boolean): { params: Float32Array[]; m: Float32Array[]; v: Float32Array[]; ema: Float32Array; norms: number[] } => {
         const store = new ParamStore(new Rng(6));
         // Odd sizes: the kernel's paired loop and its scalar tail both run.
         const shapes: Record<string, number[]> = { a: [7, 5], b: [3], c: [4, 4, 3] };
         for (const [n, sh] of Object.entries(shapes)) store.param(n, sh, 'glorot');
-        const opt = new AdamOptimizer(store, { kind, weightDecay: 0.02 }, undefined, { simd });
+        const opt = new AdamOptimizer(store, { kind, weightDecay: 0.02, precision }, undefined, { simd });
         expect(opt.simd).toBe(simd);
         const ema = { values: opt.flatParams(), decay: 0.9 };
         const rng = new Rng(7);
@@ -137,6 +137,39 @@ describe('AdamOptimizer', () => {
       expect(bits([simd.ema])).toEqual(bits([js.ema]));
     });
   }
+
+  it('float32 and float64 arithmetic give the same parameters to float32 rounding, and differ in some bits', () => {
+    const run = (precision: 'float32' | 'float64'): Float32Array => {
+      const store = new ParamStore(new Rng(8));
+      store.param('w', [33, 9], 'glorot');
+      const opt = new AdamOptimizer(store, { kind: 'adamw', weightDecay: 0.01, precision });
+      const rng = new Rng(9);
+      for (let step = 0; step < 20; step++) {
+        const g = rng.normal([33, 9]);
+        opt.apply({ w: g }, 1e-3, 1);
+        g.dispose();
+      }
+      const out = store.get('w').dataSync().slice() as Float32Array;
+      opt.dispose();
+      store.dispose();
+      return out;
+    };
+    const a = run('float32');
+    const b = run('float64');
+    let differ = 0;
+    for (let i = 0; i < a.length; i++) {
+      expect(Math.abs(a[i] - b[i])).toBeLessThan(1e-6 * Math.max(1, Math.abs(b[i])) + 1e-7);
+      if (a[i] !== b[i]) differ++;
+    }
+    expect(differ).toBeGreaterThan(0);
+  });
+
+  it('rejects an unknown arithmetic', () => {
+    const store = new ParamStore(new Rng(5));
+    store.param('w', [2, 2], 'glorot');
+    expect(() => new AdamOptimizer(store, { kind: 'adam', precision: 'float16' as 'float32' })).toThrow(/optimizer.precision/);
+    store.dispose();
+  });
 
   it('rejects missing, mis-sized and non-finite gradients with the parameter named', () => {
     const store = new ParamStore(new Rng(5));

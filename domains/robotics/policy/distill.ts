@@ -87,7 +87,7 @@ function studentTraining(
       steps: o.steps,
       batchSize: o.batchSize,
       seed: o.seed,
-      optimizer: { kind: 'adamw', weightDecay: 0 },
+      optimizer: { kind: 'adamw', weightDecay: 0, precision: 'float64' },
       schedule: { kind: 'constant', lr: o.lr, warmup: 50 },
       clipNorm: 1,
       emaDecay: o.emaDecay,

@@ -84,7 +84,7 @@ export function policyTrainer(demos: readonly Demo[], config: DiffusionPolicyCon
       steps,
       batchSize: opts.batchSize ?? 256,
       seed: opts.seed ?? 0,
-      optimizer: { kind: 'adamw', weightDecay: 1e-6 },
+      optimizer: { kind: 'adamw', weightDecay: 1e-6, precision: 'float64' },
       schedule: { kind: 'cosine', lr, warmup: Math.min(500, Math.floor(steps / 20)), minLr: lr * 0.02 },
       clipNorm: 1,
       emaDecay: opts.emaDecay ?? 0.999,
