@@ -10,6 +10,20 @@ export interface CallTiming {
   /** Median CPU time (user + system) per call: robust against other processes on the machine. */
   readonly cpuMs: number;
   readonly reps: number;
+  /** timeBlocks only: the median CPU time of each block, in round order (for paired ratios). */
+  readonly blockCpuMs?: readonly number[];
+}
+
+/**
+ * The median over rounds of a[r] / b[r]: a ratio of two functions timed in the same rounds
+ * of `timeBlocks`, each round's pair measured minutes apart at most, so a machine whose speed
+ * drifts between rounds moves both terms of each ratio together.
+ */
+export function pairedRatio(a: CallTiming, b: CallTiming): number {
+  const x = a.blockCpuMs;
+  const y = b.blockCpuMs;
+  if (!x || !y || x.length !== y.length || x.length === 0) throw new Error('pairedRatio: both timings must come from the same timeBlocks call');
+  return median(x.map((v, i) => v / y[i]));
 }
 
 /** Run `fn` `warmup` times, then time `reps` calls (wall and CPU). */
@@ -69,11 +83,13 @@ export function timeInterleaved(fns: readonly (() => void)[], reps: number, warm
 export function timeBlocks(fns: readonly (() => void)[], rounds: number, block: number): CallTiming[] {
   const wall = fns.map(() => [] as number[]);
   const cpu = fns.map(() => [] as number[]);
+  const blocks = fns.map(() => [] as number[]);
   for (let r = 0; r < rounds; r++) {
     fns.forEach((f, j) => {
       f();
       for (let i = 0; i < block; i++) timeOnce(f, wall[j], cpu[j]);
+      blocks[j].push(median(cpu[j].slice(-block)));
     });
   }
-  return fns.map((_, j) => ({ medianMs: median(wall[j]), minMs: Math.min(...wall[j]), cpuMs: median(cpu[j]), reps: rounds * block }));
+  return fns.map((_, j) => ({ medianMs: median(wall[j]), minMs: Math.min(...wall[j]), cpuMs: median(cpu[j]), reps: rounds * block, blockCpuMs: blocks[j] }));
 }

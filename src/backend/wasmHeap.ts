@@ -20,7 +20,7 @@
  * the memory is missing, `heapKernels` returns undefined and callers keep the backend's
  * kernels. Transposes of matrices whose sides are not multiples of 4 also stay with the kernel.
  */
-import { Body, compileOrNull, I32, name, op, section, simd, uleb, vec, wasmApi, type WasmMemory } from '../util/wasmAsm.js';
+import { Body, compileOrNull, I32, name, op, section, simd, sleb, uleb, vec, wasmApi, type WasmMemory } from '../util/wasmAsm.js';
 
 /** `transpose(src, dst, rows, cols)`: byte offsets; rows and cols multiples of 4. */
 type TransposeFn = (src: number, dst: number, rows: number, cols: number) => void;
@@ -33,7 +33,7 @@ type ColSumFn = (src: number, dst: number, rows: number, cols: number) => void;
  * 16-byte aligned. With `bias` (byte offset of n floats) each entry starts from bias[j]
  * instead of 0; `relu` clamps the result below at 0.
  */
-type GemmFn = (a: number, b: number, c: number, m: number, k: number, n: number, panel: number, bias?: number, relu?: boolean) => void;
+type GemmFn = (a: number, b: number, c: number, m: number, k: number, n: number, panel: number, bias?: number, relu?: boolean, bTransposed?: boolean) => void;
 type RawGemmFn = (a: number, b: number, c: number, m: number, k: number, n: number, bias: number, flags: number, panel: number) => void;
 
 export interface HeapKernels {
@@ -168,16 +168,24 @@ function colSumBody(): number[] {
  * panel at a time, so no packing is needed: the panel (k x 32 bytes) stays in cache while the
  * row blocks of A stream past it.
  * params: a 0, b 1, c 2, m 3 (a multiple of mr), k 4, n 5 (a multiple of 8), bias 6, flags 7
- * (1: add the bias, 2: ReLU); byte offsets.
+ * (1: add the bias, 2: ReLU, 4: b holds Bᵀ as [n][k], k a multiple of 4: the panel is built by
+ * 4 x 4 SIMD transposes of eight of its rows, so no transpose of the whole operand is
+ * materialised), panel 8; byte offsets.
  */
 function gemmBody(mr: number): number[] {
   const A = 0, B = 1, C = 2, M = 3, K = 4, N = 5, BIAS = 6, FLAGS = 7, PANEL = 8;
   let l = 9;
   const JB = l++, IB = l++, KK = l++, PB = l++, NB = l++, KB = l++, PC = l++;
   const PA = Array.from({ length: mr }, () => l++);
+  const ROWS = Array.from({ length: 8 }, () => l++);
+  const KO = l++;
   const nI32 = l - 9;
   const ACC = Array.from({ length: 2 * mr }, () => l++);
   const B0 = l++, B1 = l++, AV = l++, Z0 = l++, Z1 = l++;
+  const EXTRA = Array.from({ length: Math.max(0, 8 - 2 * mr) }, () => l++);
+  // Panel transposition scratch: eight rows and four temporaries (registers free at that point).
+  const TR = [...ACC, ...EXTRA].slice(0, 8);
+  const TT = [B0, B1, AV, Z0];
   const nV128 = l - 9 - nI32;
   const b = new Body();
   b.get(N).emit(op.i32Const, 2, op.i32Shl).set(NB);
@@ -186,9 +194,32 @@ function gemmBody(mr: number): number[] {
   b.emit(op.i32Const, 0).set(JB);
   b.emit(op.block, op.void, op.loop, op.void);
   b.get(JB).get(N).emit(op.i32GeU, op.brIf, 1);
-  //   panel[kk] = b[kk][jb .. jb + 8] for every row kk
-  b.get(B).get(JB).emit(op.i32Const, 2, op.i32Shl, op.i32Add).set(PB);
+  //   panel[kk] = b[kk][jb .. jb + 8] for every row kk; with flag 4, b holds Bᵀ ([n][k]) and
+  //   the panel is rows jb .. jb + 8 of it transposed, four kk at a time (k a multiple of 4)
   b.get(PANEL).set(PC);
+  b.get(FLAGS).emit(op.i32Const, 4, op.i32And, op.if, op.void);
+  for (let c = 0; c < 8; c++) b.get(B).get(JB).emit(op.i32Const, c, op.i32Add).get(KB).emit(op.i32Mul, op.i32Add).set(ROWS[c]);
+  b.emit(op.i32Const, 0).set(KO);
+  b.emit(op.block, op.void, op.loop, op.void);
+  b.get(KO).get(KB).emit(op.i32GeU, op.brIf, 1);
+  // The accumulators are not live yet: they hold the loaded rows and the shuffle temporaries.
+  for (let c = 0; c < 8; c++) b.get(ROWS[c]).get(KO).emit(op.i32Add).v(simd.load, 2, 0).set(TR[c]);
+  for (const half of [0, 1]) {
+    const [v0, v1, v2, v3] = TR.slice(4 * half, 4 * half + 4);
+    b.get(v0).get(v1).v(simd.i8x16Shuffle, ...lanes(0, 4, 1, 5)).set(TT[0]);
+    b.get(v2).get(v3).v(simd.i8x16Shuffle, ...lanes(0, 4, 1, 5)).set(TT[1]);
+    b.get(v0).get(v1).v(simd.i8x16Shuffle, ...lanes(2, 6, 3, 7)).set(TT[2]);
+    b.get(v2).get(v3).v(simd.i8x16Shuffle, ...lanes(2, 6, 3, 7)).set(TT[3]);
+    const rows: [number, number, number[]][] = [[TT[0], TT[1], lanes(0, 1, 4, 5)], [TT[0], TT[1], lanes(2, 3, 6, 7)], [TT[2], TT[3], lanes(0, 1, 4, 5)], [TT[2], TT[3], lanes(2, 3, 6, 7)]];
+    rows.forEach(([x, y, sel], t) => {
+      b.get(PC).get(x).get(y).v(simd.i8x16Shuffle, ...sel).v(simd.store, 4, ...uleb(32 * t + 16 * half));
+    });
+  }
+  b.get(PC).emit(op.i32Const, ...sleb(128), op.i32Add).set(PC);
+  b.get(KO).emit(op.i32Const, 16, op.i32Add).set(KO);
+  b.emit(op.br, 0, op.end, op.end);
+  b.emit(0x05 /* else */);
+  b.get(B).get(JB).emit(op.i32Const, 2, op.i32Shl, op.i32Add).set(PB);
   b.get(K).set(KK);
   b.emit(op.block, op.void, op.loop, op.void);
   b.get(PC).get(PB).v(simd.load, 2, 0).v(simd.store, 4, 0);
@@ -197,6 +228,7 @@ function gemmBody(mr: number): number[] {
   b.get(PC).emit(op.i32Const, 32, op.i32Add).set(PC);
   b.get(KK).emit(op.i32Const, 1, op.i32Sub).set(KK);
   b.get(KK).emit(op.brIf, 0, op.end, op.end);
+  b.emit(op.end);
   //   for (ib = 0; ib < m; ib += mr)
   b.emit(op.i32Const, 0).set(IB);
   b.emit(op.block, op.void, op.loop, op.void);
@@ -272,7 +304,7 @@ function moduleBytes(shared: boolean): Uint8Array {
 const cache = new WeakMap<object, HeapKernels | null>();
 
 /** The backend's WebAssembly.Memory: exported by the single-threaded build, kept on the module by the threaded one. */
-function memoryOf(backend: object): WasmMemory | undefined {
+export function memoryOf(backend: object): WasmMemory | undefined {
   const wasm = (backend as { wasm?: { asm?: { memory?: unknown }; wasmMemory?: unknown } }).wasm;
   const mem = wasm?.asm?.memory ?? wasm?.wasmMemory;
   return mem && typeof mem === 'object' && 'buffer' in mem ? (mem as WasmMemory) : undefined;
@@ -294,8 +326,9 @@ export function heapKernels(backend: object): HeapKernels | undefined {
         try {
           const inst = new wasmApi.Instance(mod, { env: { memory } });
           const ex = inst.exports as Omit<HeapKernels, 'gemm'> & { gemmBlock: RawGemmFn; gemmRow: RawGemmFn };
-          const gemm: GemmFn = (a, b, c, m, k, n, panel, bias, relu) => {
-            const flags = (bias === undefined ? 0 : 1) | (relu ? 2 : 0);
+          const gemm: GemmFn = (a, b, c, m, k, n, panel, bias, relu, bTransposed) => {
+            if (bTransposed && k % 4 !== 0) throw new Error(`gemm: a transposed right operand needs k a multiple of 4, received ${k}`);
+            const flags = (bias === undefined ? 0 : 1) | (relu ? 2 : 0) | (bTransposed ? 4 : 0);
             // Blocks of GEMM_MR rows, then the remaining rows one at a time.
             const m4 = m - (m % GEMM_MR);
             if (m4 > 0) ex.gemmBlock(a, b, c, m4, k, n, bias ?? 0, flags, panel);

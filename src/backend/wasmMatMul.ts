@@ -59,6 +59,7 @@ let minSplitMacs = MIN_SPLIT_MACS;
 let useSimdKernels = true;
 let useOperandSwap = true;
 let useOwnGemm = true;
+let useTransposedPanels = true;
 
 /**
  * Right operands whose values were rewritten in place since XNNPACK last saw them (the
@@ -126,6 +127,12 @@ export interface WasmMatMulOptions {
    * GEMM_MIN_ROWS rows. Bit-identical to XNNPACK's result.
    */
   ownGemm?: boolean;
+  /**
+   * In the no-packing kernel, read a transposed right operand in place (default on; k a
+   * multiple of 4): the kernel transposes each 8-column panel as it copies it, instead of the
+   * whole operand being transposed first. Bit-identical either way.
+   */
+  transposedPanels?: boolean;
 }
 
 /** Change the tuning knobs; returns the values now in force. */
@@ -154,7 +161,13 @@ export function setWasmMatMulOptions(opts: WasmMatMulOptions): Required<WasmMatM
     }
     useOwnGemm = opts.ownGemm;
   }
-  return { minSplitMacs, simdKernels: useSimdKernels, operandSwap: useOperandSwap, ownGemm: useOwnGemm };
+  if (opts.transposedPanels !== undefined) {
+    if (typeof opts.transposedPanels !== 'boolean') {
+      throw new Error(`setWasmMatMulOptions: transposedPanels must be a boolean, got ${String(opts.transposedPanels)}`);
+    }
+    useTransposedPanels = opts.transposedPanels;
+  }
+  return { minSplitMacs, simdKernels: useSimdKernels, operandSwap: useOperandSwap, ownGemm: useOwnGemm, transposedPanels: useTransposedPanels };
 }
 
 /**
@@ -209,8 +222,10 @@ export interface WasmMatMulStats {
   swappedProducts: number;
   /** Products run in the no-packing SIMD kernel (wasmHeap.ts `gemm`). */
   gemmCalls: number;
+  /** Of those, with a transposed right operand read in place (panels transposed by the kernel). */
+  transposedPanels: number;
 }
-const stats: WasmMatMulStats = { fastCalls: 0, slowCalls: 0, transposes: 0, simdTransposes: 0, simdSums: 0, swappedProducts: 0, gemmCalls: 0 };
+const stats: WasmMatMulStats = { fastCalls: 0, slowCalls: 0, transposes: 0, simdTransposes: 0, simdSums: 0, swappedProducts: 0, gemmCalls: 0, transposedPanels: 0 };
 
 /** A copy of the routing counters. */
 export function wasmMatMulStats(): WasmMatMulStats {
@@ -510,7 +525,7 @@ function ownGemm(backend: WasmBackendLike): HeapKernels['gemm'] | undefined {
  * `[rows, k] x [k, n]` (row-major, batch 1) in the no-packing kernel, optionally with a bias per
  * column and ReLU; the result belongs to the caller.
  */
-function gemmProduct(scratch: Scratch, gemm: HeapKernels['gemm'], x: TensorInfo, y: TensorInfo, rows: number, k: number, n: number, fused: Fused = {}): TensorInfo {
+function gemmProduct(scratch: Scratch, gemm: HeapKernels['gemm'], x: TensorInfo, y: TensorInfo, rows: number, k: number, n: number, fused: Fused = {}, yTransposed = false): TensorInfo {
   const backend = scratch.backend;
   const out = backend.makeOutput([1, rows, n], 'float32');
   // The kernel's copy of one 8-column panel of y (k rows of 8 floats).
@@ -521,8 +536,9 @@ function gemmProduct(scratch: Scratch, gemm: HeapKernels['gemm'], x: TensorInfo,
   const co = backend.typedArrayFromHeap(view(out, [rows * n])).byteOffset;
   const biasOffset = fused.bias === undefined ? undefined : backend.typedArrayFromHeap(view(fused.bias, [n])).byteOffset;
   const po = backend.typedArrayFromHeap(panel).byteOffset;
-  gemm(ao, bo, co, rows, k, n, po, biasOffset, fused.relu ?? false);
+  gemm(ao, bo, co, rows, k, n, po, biasOffset, fused.relu ?? false, yTransposed);
   stats.gemmCalls++;
+  if (yTransposed) stats.transposedPanels++;
   return out;
 }
 
@@ -547,11 +563,17 @@ function gemmRoute(scratch: Scratch, a: TensorInfo, b: TensorInfo, p: Plan, tran
   const { batchA, m, k, n } = p;
   if (!transposeA && !transposeB && !plainToGemm(b, p)) return undefined;
   const plain = fused.bias === undefined && !fused.relu;
-  const direct = n % 8 === 0 ? (transposeA ? batchA * m * k : 0) + (transposeB ? n * k : 0) : Infinity;
+  // A transposed B (k a multiple of 4) is read in place: the kernel transposes each panel.
+  const bInPlace = useTransposedPanels && transposeB && k % 4 === 0;
+  const direct = n % 8 === 0 ? (transposeA ? batchA * m * k : 0) + (transposeB && !bInPlace ? n * k : 0) : Infinity;
   const swapped = plain && batchA === 1 && m % 8 === 0 ? (transposeA ? 0 : m * k) + (transposeB ? 0 : n * k) + m * n : Infinity;
   if (direct === Infinity && swapped === Infinity) return undefined;
   rewritten.delete(b.dataId);
   if (direct <= swapped) {
+    if (bInPlace) {
+      const a3 = view(transposeA ? scratch.transposeInner(a) : a, [batchA, m, k]);
+      return { ...gemmProduct(scratch, gemm, a3, b, batchA * m, k, n, fused, true), shape: p.outShape };
+    }
     const [a3, b3] = canonicalOperands(scratch, a, b, p, transposeA, transposeB);
     return { ...gemmProduct(scratch, gemm, a3, b3, batchA * m, k, n, fused), shape: p.outShape };
   }

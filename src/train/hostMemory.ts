@@ -9,10 +9,17 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { noteRewritten } from '../backend/wasmMatMul.js';
+import { memoryOf } from '../backend/wasmHeap.js';
+import type { WasmMemory } from '../util/wasmAsm.js';
 
 interface WasmLike {
   dataIdMap: { get(id: object): { id: number; memoryOffset: number | null; refCount: number } | undefined };
-  wasm: { HEAPU8: Uint8Array; tfjs?: { disposeData(id: number): void; registerTensor(id: number, size: number, offset: number): void } };
+  wasm: {
+    HEAPU8: Uint8Array;
+    tfjs?: { disposeData(id: number): void; registerTensor(id: number, size: number, offset: number): void };
+    _malloc?: (bytes: number) => number;
+    _free?: (ptr: number) => void;
+  };
 }
 interface CpuLike {
   data: { get(id: object): { values?: unknown; refCount: number } | undefined };
@@ -48,6 +55,19 @@ export function hostView(t: tf.Tensor): Float32Array | undefined {
     return v instanceof Float32Array && v.length === t.size ? v : undefined;
   }
   return undefined;
+}
+
+/**
+ * The heap of the WASM backend that holds `t` (its memory, malloc and free), or undefined on
+ * other backends: where the optimiser keeps its moments so that it updates parameters in place.
+ */
+export function wasmHeapOf(t: tf.Tensor): { memory: WasmMemory; malloc(bytes: number): number; free(ptr: number): void } | undefined {
+  const b = backendOf(t);
+  if (!isWasm(b)) return undefined;
+  const memory = memoryOf(b);
+  const { _malloc: malloc, _free: free } = b.wasm;
+  if (!memory || typeof malloc !== 'function' || typeof free !== 'function') return undefined;
+  return { memory, malloc: (bytes) => malloc.call(b.wasm, bytes), free: (ptr) => free.call(b.wasm, ptr) };
 }
 
 /**

@@ -16,7 +16,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { ParamStore } from '../nn/params.js';
-import { markWritten, readValues, writableHostView, writeVariable } from './hostMemory.js';
+import { markWritten, readValues, wasmHeapOf, writableHostView, writeVariable } from './hostMemory.js';
 import { checkNumber, checkOneOf, fail } from '../util/validate.js';
 import { WasmAdamKernel, wasmAdamAvailable, type AdamPrecision } from './wasmAdam.js';
 
@@ -154,8 +154,9 @@ export class AdamOptimizer {
   /** Start of each parameter in the flat order. */
   private readonly offsets: number[];
   readonly size: number;
-  private readonly mFlat: Float32Array;
-  private readonly vFlat: Float32Array;
+  /** The moments when the JavaScript loop runs the update (the SIMD kernel keeps its own). */
+  private readonly mJs?: Float32Array;
+  private readonly vJs?: Float32Array;
   private readonly kernel?: WasmAdamKernel;
 
   constructor(private readonly params: ParamStore, config: OptimizerConfig, names: readonly string[] = params.trainableNames(), impl: AdamImplementation = {}) {
@@ -171,11 +172,22 @@ export class AdamOptimizer {
     }
     this.size = total;
     if (impl.simd === true && !wasmAdamAvailable()) fail('optimizer: simd requested, but this runtime has no WebAssembly SIMD');
-    if (impl.simd ?? wasmAdamAvailable()) this.kernel = new WasmAdamKernel(total);
-    this.mFlat = this.kernel?.m ?? new Float32Array(total);
-    this.vFlat = this.kernel?.v ?? new Float32Array(total);
+    // On the WASM backend the kernel lives in the backend's heap and updates parameters in place.
+    if (impl.simd ?? wasmAdamAvailable()) this.kernel = new WasmAdamKernel(total, wasmHeapOf(params.get(this.names[0])));
+    if (!this.kernel) {
+      this.mJs = new Float32Array(total);
+      this.vJs = new Float32Array(total);
+    }
     this.m = params.clone(false);
     this.v = params.clone(false);
+  }
+
+  /** The flat moments (fresh views: a backend heap that grows detaches older ones). */
+  private get mFlat(): Float32Array {
+    return this.kernel?.m ?? this.mJs!;
+  }
+  private get vFlat(): Float32Array {
+    return this.kernel?.v ?? this.vJs!;
   }
 
   /** Copy the flat moments into the named `m` / `v` stores (before saving a checkpoint). */
@@ -183,8 +195,9 @@ export class AdamOptimizer {
     tf.tidy(() =>
       this.names.forEach((n, i) => {
         const end = this.offsets[i] + this.pieceSize(i);
-        this.m.set(n, tf.tensor(this.mFlat.subarray(this.offsets[i], end), this.shapes[i], 'float32'));
-        this.v.set(n, tf.tensor(this.vFlat.subarray(this.offsets[i], end), this.shapes[i], 'float32'));
+        // Copies first: allocating the tensor can grow the heap the views point into.
+        this.m.set(n, tf.tensor(this.mFlat.slice(this.offsets[i], end), this.shapes[i], 'float32'));
+        this.v.set(n, tf.tensor(this.vFlat.slice(this.offsets[i], end), this.shapes[i], 'float32'));
       }),
     );
   }
@@ -251,6 +264,11 @@ export class AdamOptimizer {
     return this.offsets[i];
   }
 
+  /** Does the SIMD kernel keep its state in the WASM backend's heap (parameters updated in place)? */
+  get inBackendHeap(): boolean {
+    return this.kernel?.inBackendHeap ?? false;
+  }
+
   /** Is the update running in the WebAssembly SIMD kernel? */
   get simd(): boolean {
     return this.kernel !== undefined;
@@ -306,22 +324,40 @@ export class AdamOptimizer {
     };
   }
 
-  /** The update in the SIMD kernel: stage gradients, parameters and EMA in, run, copy back. */
+  /**
+   * The update in the SIMD kernel: stage the gradients (and EMA) in, then update each parameter
+   * in place where the kernel shares the backend's heap with it, else through the staging area.
+   */
   private updateSimd(kernel: WasmAdamKernel, gradOf: (i: number) => Float32Array, lr: number, clipNorm: number | undefined, ema: FlatEma | undefined): { gradNorm: number } {
     const { precision } = this.config;
     for (let i = 0; i < this.names.length; i++) kernel.g.set(gradOf(i), this.offsets[i]);
     const gradNorm = Math.sqrt(kernel.gradSumSq(precision));
     const s = this.nextStep(gradNorm, lr, clipNorm);
-    for (let i = 0; i < this.names.length; i++) kernel.p.set(readValues(this.params.get(this.names[i])), this.offsets[i]);
     if (ema) kernel.e.set(ema.values);
     const { beta1, beta2, eps } = this.config;
-    kernel.step({ ...s, beta1, beta2, eps, emaDecay: ema?.decay }, precision);
-    this.names.forEach((n, i) => writeVariable(this.params.get(n), kernel.p.subarray(this.offsets[i], this.offsets[i] + this.pieceSize(i))));
+    const args = { ...s, beta1, beta2, eps, emaDecay: ema?.decay };
+    this.names.forEach((n, i) => {
+      const variable = this.params.get(n);
+      const start = this.offsets[i];
+      const count = this.pieceSize(i);
+      const view = writableHostView(variable);
+      const at = view === undefined ? undefined : kernel.offsetIn(view);
+      if (at !== undefined) {
+        kernel.stepRange(args, precision, start, count, at);
+        markWritten(variable);
+      } else {
+        kernel.p.set(readValues(variable), start);
+        kernel.stepRange(args, precision, start, count);
+        // A copy: writing may allocate, and allocating can grow the heap the view points into.
+        writeVariable(variable, kernel.p.slice(start, start + count));
+      }
+    });
     if (ema) ema.values.set(kernel.e);
     return { gradNorm };
   }
 
   dispose(): void {
+    this.kernel?.dispose();
     this.m.dispose();
     this.v.dispose();
   }

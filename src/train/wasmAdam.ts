@@ -15,11 +15,12 @@
  * update: for 787k parameters it takes about 4.5 ns per entry on this machine, the float32 one
  * a fraction of that (`benchmarks/matmul.ts`).
  *
- * The module owns its memory: the optimiser keeps its moments there for good and stages the
- * parameters, gradients and EMA in and out with `TypedArray.set` (memcpy). The bytes are
- * assembled here with the encoder in src/util/wasmAsm.ts.
+ * The module keeps the optimiser's moments for good either in its own memory or, on the WASM
+ * backend, in the backend's heap: there it updates each parameter in place where the backend
+ * keeps it, and only the gradients (and the EMA) are staged with `TypedArray.set` (memcpy).
+ * The bytes are assembled here with the encoder in src/util/wasmAsm.ts.
  */
-import { Body, compileOrNull, F32, F64, I32, name, op, section, simd, sleb, uleb, V128, vec, wasmApi } from '../util/wasmAsm.js';
+import { Body, compileOrNull, F32, F64, I32, name, op, section, simd, sleb, uleb, V128, vec, wasmApi, type WasmMemory } from '../util/wasmAsm.js';
 
 /*
  * adam(p, g, m, v, e, n, gScale, l2, beta1, beta2, stepSize, invBc2, eps, keep, a1, a2, d, a)
@@ -123,7 +124,9 @@ function adam32Body(): number[] {
   const store4 = (base: number, val: number): Body => b.addr(base, K).get(val).v(simd.store, 2, 0);
   const load1 = (base: number): Body => b.addr(base, K).emit(op.f32Load, 2, 0);
   const store1 = (base: number, val: number): Body => b.addr(base, K).get(val).emit(op.f32Store, 2, 0);
-  for (let prm = GS; prm <= A; prm++) b.get(prm).v(simd.f32x4Splat).set(cOf(prm));
+  // D and A (the EMA's) are splatted where used: ten constants and five working vectors fit
+  // the sixteen SIMD registers of x86-64 without spilling.
+  for (let prm = GS; prm < D; prm++) b.get(prm).v(simd.f32x4Splat).set(cOf(prm));
   // end = (n & ~3) * 4: bytes of the part done four at a time
   b.get(N).emit(op.i32Const, ...sleb(-4), op.i32And, op.i32Const, 2, op.i32Shl).set(END);
   b.emit(op.i32Const, 0).set(K);
@@ -143,8 +146,8 @@ function adam32Body(): number[] {
   b.v(simd.f32x4Div).v(simd.f32x4Sub).set(vPn);
   store4(P, vPn);
   b.get(E).emit(op.i32Const, 0, 0x4e /* i32.ge_s */, op.if, op.void);
-  b.get(cOf(D));
-  load4(E).v(simd.f32x4Mul).get(cOf(A)).get(vPn).v(simd.f32x4Mul).v(simd.f32x4Add).set(vPn);
+  b.get(D).v(simd.f32x4Splat);
+  load4(E).v(simd.f32x4Mul).get(A).v(simd.f32x4Splat).get(vPn).v(simd.f32x4Mul).v(simd.f32x4Add).set(vPn);
   store4(E, vPn);
   b.emit(op.end);
   b.get(K).emit(op.i32Const, 16, op.i32Add).set(K);
@@ -176,7 +179,7 @@ function adam32Body(): number[] {
   const locals = [
     [...uleb(2), I32],
     [...uleb(5), F32],
-    [...uleb(5 + (A - GS + 1)), V128],
+    [...uleb(5 + (D - GS)), V128],
   ];
   const body = [...vec(locals), ...b.code];
   return [...uleb(body.length), ...body];
@@ -215,15 +218,15 @@ function sumsq4Body(): number[] {
   return [...uleb(body.length), ...body];
 }
 
-function moduleBytes(): Uint8Array {
+function moduleBytes(shared: boolean): Uint8Array {
   const adamType = [0x60, ...vec([...Array(6).fill([I32]), ...Array(NPARAM - 6).fill([F64])]), ...vec([])];
   const sumsqType = [0x60, ...vec([[I32], [I32]]), ...vec([[F64]])];
   const adam32Type = [0x60, ...vec([...Array(6).fill([I32]), ...Array(NPARAM - 6).fill([F32])]), ...vec([])];
   const bytes = [
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(1, vec([adamType, sumsqType, adam32Type])),
-    // import env.memory, limits min 1, no max
-    ...section(2, vec([[...name('env'), ...name('memory'), 0x02, 0x00, 0x01]])),
+    // import env.memory: min 0 pages; a shared memory (threaded WASM backend) needs a maximum
+    ...section(2, vec([[...name('env'), ...name('memory'), 0x02, ...(shared ? [0x03, 0x00, ...uleb(65536)] : [0x00, 0x00])]])),
     ...section(3, vec([[0], [1], [2], [1]])),
     ...section(7, vec([[...name('adam'), 0x00, 0], [...name('sumsq'), 0x00, 1], [...name('adam32'), 0x00, 2], [...name('sumsq4'), 0x00, 3]])),
     ...section(10, vec([adamBody(), sumsqBody(), adam32Body(), sumsq4Body()])),
@@ -238,14 +241,16 @@ interface Exports {
   sumsq4(g: number, n: number): number;
 }
 
-let compiled: object | null | undefined;
+const compiled = new Map<boolean, object | null>();
 
 /** The compiled module, or null when this runtime has no WebAssembly SIMD. */
-function compiledModule(): object | null {
-  if (compiled === undefined) {
-    compiled = compileOrNull(moduleBytes());
+function compiledModule(shared = false): object | null {
+  let mod = compiled.get(shared);
+  if (mod === undefined) {
+    mod = compileOrNull(moduleBytes(shared));
+    compiled.set(shared, mod);
   }
-  return compiled ?? null;
+  return mod;
 }
 
 /** Is the SIMD kernel usable here? */
@@ -274,38 +279,88 @@ export interface AdamStepArgs {
 }
 
 /**
- * Moments and staging buffers for `size` parameters in one WebAssembly memory. `p`, `g` and
- * `e` are staging areas the caller fills before `step` and reads after it; `m` and `v` are
- * the optimiser's moments and stay here.
+ * A WebAssembly memory the kernel may allocate in: the tfjs WASM backend's heap, so that the
+ * update reads gradients and writes parameters where the backend keeps them.
+ */
+export interface AdamHeap {
+  readonly memory: WasmMemory;
+  malloc(bytes: number): number;
+  free(ptr: number): void;
+}
+
+/**
+ * Moments and staging buffers for `size` parameters in one WebAssembly memory: the kernel's
+ * own, or a WASM backend's heap (`heap`). `p`, `g` and `e` are staging areas the caller fills
+ * before `step` and reads after it; `m` and `v` are the optimiser's moments and stay here. In a
+ * backend's heap, `stepRange` can update a parameter in place where the backend keeps it. The
+ * views are fresh on every access: a backend's heap can grow, which detaches older views.
  */
 export class WasmAdamKernel {
-  readonly p: Float32Array;
-  readonly g: Float32Array;
-  readonly m: Float32Array;
-  readonly v: Float32Array;
-  readonly e: Float32Array;
   private readonly fn: Exports;
+  private readonly memory: WasmMemory;
   private readonly off: { p: number; g: number; m: number; v: number; e: number };
+  private allocation: number | undefined;
 
-  constructor(readonly size: number) {
+  constructor(readonly size: number, private readonly heap?: AdamHeap) {
     if (!Number.isInteger(size) || size < 1) throw new Error(`WasmAdamKernel: size must be a positive integer, received ${size}`);
-    const mod = compiledModule();
+    const shared = heap !== undefined && typeof SharedArrayBuffer !== 'undefined' && heap.memory.buffer instanceof SharedArrayBuffer;
+    const mod = compiledModule(shared);
     if (!mod) throw new Error('WasmAdamKernel: this runtime has no WebAssembly SIMD');
     // Five float32 arrays, each starting on a 16-byte boundary.
     const stride = Math.ceil((size * 4) / 16) * 16;
     const bytes = 5 * stride;
-    const pages = Math.ceil(bytes / 65536) || 1;
-    if (pages > 65536) throw new Error(`WasmAdamKernel: ${size} parameters do not fit in one WebAssembly memory`);
-    const memory = new wasmApi!.Memory({ initial: pages });
-    const inst = new wasmApi!.Instance(mod, { env: { memory } });
+    let base = 0;
+    if (heap) {
+      this.allocation = heap.malloc(bytes + 16) >>> 0;
+      if (this.allocation === 0) throw new Error(`WasmAdamKernel: the backend could not allocate ${bytes} bytes`);
+      base = Math.ceil(this.allocation / 16) * 16;
+      this.memory = heap.memory;
+    } else {
+      const pages = Math.ceil(bytes / 65536) || 1;
+      if (pages > 65536) throw new Error(`WasmAdamKernel: ${size} parameters do not fit in one WebAssembly memory`);
+      this.memory = new wasmApi!.Memory({ initial: pages });
+    }
+    const inst = new wasmApi!.Instance(mod, { env: { memory: this.memory } });
     this.fn = inst.exports as unknown as Exports;
-    this.off = { p: 0, g: stride, m: 2 * stride, v: 3 * stride, e: 4 * stride };
-    const view = (o: number): Float32Array => new Float32Array(memory.buffer, o, size);
-    this.p = view(this.off.p);
-    this.g = view(this.off.g);
-    this.m = view(this.off.m);
-    this.v = view(this.off.v);
-    this.e = view(this.off.e);
+    this.off = { p: base, g: base + stride, m: base + 2 * stride, v: base + 3 * stride, e: base + 4 * stride };
+    if (heap) {
+      // malloc does not clear: the moments start at zero.
+      this.m.fill(0);
+      this.v.fill(0);
+    }
+  }
+
+  /** Does the kernel live in a backend's heap? */
+  get inBackendHeap(): boolean {
+    return this.heap !== undefined;
+  }
+
+  private view(offset: number): Float32Array {
+    if (this.heap && this.allocation === undefined) throw new Error('WasmAdamKernel: used after dispose');
+    return new Float32Array(this.memory.buffer, offset, this.size);
+  }
+  get p(): Float32Array {
+    return this.view(this.off.p);
+  }
+  get g(): Float32Array {
+    return this.view(this.off.g);
+  }
+  get m(): Float32Array {
+    return this.view(this.off.m);
+  }
+  get v(): Float32Array {
+    return this.view(this.off.v);
+  }
+  get e(): Float32Array {
+    return this.view(this.off.e);
+  }
+
+  /**
+   * The byte offset of `values` in the kernel's memory when they live there (a parameter in
+   * the backend's heap the kernel shares), else undefined.
+   */
+  offsetIn(values: Float32Array): number | undefined {
+    return this.heap !== undefined && values.buffer === this.memory.buffer ? values.byteOffset : undefined;
   }
 
   /**
@@ -318,8 +373,29 @@ export class WasmAdamKernel {
 
   /** One update of the staged parameters (and EMA when `emaDecay` is set). */
   step(s: AdamStepArgs, precision: AdamPrecision = 'float64'): void {
+    this.stepRange(s, precision, 0, this.size);
+  }
+
+  /**
+   * The update of entries [start, start + count) of the flat state: the parameters at byte
+   * offset `pOffset` of the kernel's memory (from `offsetIn`), or in the staging area.
+   */
+  stepRange(s: AdamStepArgs, precision: AdamPrecision, start: number, count: number, pOffset?: number): void {
+    if (!Number.isInteger(start) || !Number.isInteger(count) || start < 0 || count < 0 || start + count > this.size) {
+      throw new Error(`WasmAdamKernel: range [${start}, ${start + count}) is outside the ${this.size} entries`);
+    }
+    if (this.heap && this.allocation === undefined) throw new Error('WasmAdamKernel: used after dispose');
     const d = s.emaDecay ?? 0;
     const f = precision === 'float64' ? this.fn.adam : this.fn.adam32;
-    f(this.off.p, this.off.g, this.off.m, this.off.v, s.emaDecay === undefined ? -1 : this.off.e, this.size, s.gScale, s.l2, s.beta1, s.beta2, s.stepSize, 1 / s.bc2, s.eps, 1 - s.decoupled, 1 - s.beta1, 1 - s.beta2, d, 1 - d);
+    const at = 4 * start;
+    f(pOffset ?? this.off.p + at, this.off.g + at, this.off.m + at, this.off.v + at, s.emaDecay === undefined ? -1 : this.off.e + at, count, s.gScale, s.l2, s.beta1, s.beta2, s.stepSize, 1 / s.bc2, s.eps, 1 - s.decoupled, 1 - s.beta1, 1 - s.beta2, d, 1 - d);
+  }
+
+  /** Give the memory back to the backend's heap (a kernel in its own memory needs nothing). */
+  dispose(): void {
+    if (this.heap && this.allocation !== undefined) {
+      this.heap.free(this.allocation);
+      this.allocation = undefined;
+    }
   }
 }

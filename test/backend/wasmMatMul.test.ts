@@ -282,7 +282,9 @@ describe('installWasmMatMulFix', () => {
     setWasmMatMulOptions({ simdKernels: true, ownGemm: true });
     // [m, k, n]: blocks of 4 rows and a tail of single rows (37, 13), odd inner sizes, and
     // n not a multiple of 8 (20: only the swapped form, m = 16, fits the kernel; 12 x 20: neither).
-    const shapes: [number, number, number][] = [[64, 96, 128], [37, 53, 24], [13, 7, 16], [16, 24, 20], [12, 24, 20]];
+    // With k a multiple of 4 (96, 48) a transposed B is read in place, its panels transposed by
+    // the kernel (37 x 48: in both the 4-row blocks and the row tail).
+    const shapes: [number, number, number][] = [[64, 96, 128], [37, 48, 24], [37, 53, 24], [13, 7, 16], [16, 24, 20], [12, 24, 20]];
     for (const [m, k, n] of shapes) {
       for (const [tA, tB] of [[false, false], [false, true], [true, false], [true, true]] as const) {
         const a = tf.tensor2d(data([m * k], 1), tA ? [k, m] : [m, k]);
@@ -294,8 +296,10 @@ describe('installWasmMatMulFix', () => {
         const tensorsBefore = tf.memory().numTensors;
         markWritten(w);
         const g0 = wasmMatMulStats().gemmCalls;
+        const p0 = wasmMatMulStats().transposedPanels;
         const fresh = product();
         const g1 = wasmMatMulStats().gemmCalls;
+        expect(wasmMatMulStats().transposedPanels - p0).toBe(tB && k % 4 === 0 && n % 8 === 0 ? 1 : 0);
         const again = product();
         const g2 = wasmMatMulStats().gemmCalls;
         expect(tf.memory().numTensors).toBe(tensorsBefore);

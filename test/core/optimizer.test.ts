@@ -138,6 +138,37 @@ describe('AdamOptimizer', () => {
     });
   }
 
+  it('on WASM the SIMD update lives in the backend heap, updates parameters in place and survives the heap growing', () => {
+    const run = (simd: boolean): { w: Float32Array; m: Float32Array; offsets: number[] } => {
+      const store = new ParamStore(new Rng(10));
+      store.param('w', [31, 7], 'glorot');
+      const opt = new AdamOptimizer(store, { kind: 'adam', weightDecay: 0 }, undefined, { simd });
+      if (simd) expect(opt.inBackendHeap).toBe(true);
+      const rng = new Rng(11);
+      const offsets: number[] = [];
+      const big: tf.Tensor[] = [];
+      for (let step = 0; step < 4; step++) {
+        const g = rng.normal([31, 7]);
+        opt.apply({ w: g }, 1e-2);
+        g.dispose();
+        offsets.push(writableHostView(store.get('w'))!.byteOffset);
+        // Grow the heap by 64 MB: every earlier view of it is detached.
+        big.push(tf.zeros([16 * 1024 * 1024]));
+      }
+      opt.syncState();
+      const out = { w: store.get('w').dataSync().slice() as Float32Array, m: opt.m.get('w').dataSync().slice() as Float32Array, offsets };
+      tf.dispose(big);
+      opt.dispose();
+      store.dispose();
+      return out;
+    };
+    const simd = run(true);
+    const js = run(false);
+    expect(new Set(simd.offsets).size).toBe(1);
+    expect(Array.from(simd.w)).toEqual(Array.from(js.w));
+    expect(Array.from(simd.m)).toEqual(Array.from(js.m));
+  });
+
   it('float32 and float64 arithmetic give the same parameters to float32 rounding, and differ in some bits', () => {
     const run = (precision: 'float32' | 'float64'): Float32Array => {
       const store = new ParamStore(new Rng(8));
