@@ -48,11 +48,15 @@ for (const size of [788_992, 1_300_000]) {
   const p = tf.tensor(pseudoRandom(size, 1, 0.1));
   store.set('p', p);
   const g = tf.tensor(pseudoRandom(size, 2, 0.01));
-  const js = new AdamOptimizer(store, { kind: 'adamw' }, undefined, { simd: false });
-  const simd = new AdamOptimizer(store, { kind: 'adamw' }, undefined, { simd: true });
-  const emaJs = { values: js.flatParams(), decay: 0.999 };
-  const emaSimd = { values: simd.flatParams(), decay: 0.999 };
-  row(`AdamW + EMA update, ${size} parameters (JS loop -> SIMD kernel)`, () => void js.apply({ p: g }, 1e-9, 1, emaJs), () => void simd.apply({ p: g }, 1e-9, 1, emaSimd), 30);
+  for (const precision of ['float64', 'float32'] as const) {
+    const js = new AdamOptimizer(store, { kind: 'adamw', precision }, undefined, { simd: false });
+    const simd = new AdamOptimizer(store, { kind: 'adamw', precision }, undefined, { simd: true });
+    const emaJs = { values: js.flatParams(), decay: 0.999 };
+    const emaSimd = { values: simd.flatParams(), decay: 0.999 };
+    row(`AdamW + EMA update (${precision}), ${size} parameters (JS loop -> SIMD kernel)`, () => void js.apply({ p: g }, 1e-9, 1, emaJs), () => void simd.apply({ p: g }, 1e-9, 1, emaSimd), 30);
+    js.dispose();
+    simd.dispose();
+  }
   tf.dispose([p, g]);
   store.dispose();
 }
@@ -84,6 +88,12 @@ for (const shape of [[512, 512], [256, 512]]) {
   const dW = (): tf.Tensor => tf.matMul(x, dy, true, false);
   row('input gradient dY Wt, 256 x 512 x 512 (XNNPACK, packing its operand -> no-packing kernel)', product(false, dX), product(true, dX), 30);
   row('weight gradient Xt dY, 512 x 256 x 512 (XNNPACK, packing its operand -> no-packing kernel)', product(false, dW), product(true, dW), 30);
+  const panels = (on: boolean) => (): void => {
+    setWasmMatMulOptions({ transposedPanels: on });
+    tf.tidy(() => void dX().dataSync());
+  };
+  row('input gradient dY Wt in the no-packing kernel (Wt materialised -> panels transposed in the kernel)', panels(false), panels(true), 30);
+  setWasmMatMulOptions({ transposedPanels: true });
   // Against XNNPACK at its best: weights packed once and reused (sampling). The kernel is
   // forced by marking the weights rewritten before each of its calls.
   const wv = tf.variable(w);

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { prepareWasmThreads, type WasmThreadsPreparation } from './threads.js';
 import { installWasmMatMulFix } from './wasmMatMul.js';
 import { installWasmShare } from './wasmShare.js';
+import './registerGradients.js';
 
 export type BackendName = 'auto' | 'wasm' | 'cpu' | 'tensorflow';
 
