@@ -120,38 +120,47 @@ function adam32Body(): number[] {
   const vP = vBase, vG = vBase + 1, vM = vBase + 2, vV = vBase + 3, vPn = vBase + 4;
   const cOf = (param: number): number => vBase + 5 + (param - GS);
   const b = new Body();
-  const load4 = (base: number): Body => b.addr(base, K).v(simd.load, 2, 0);
-  const store4 = (base: number, val: number): Body => b.addr(base, K).get(val).v(simd.store, 2, 0);
+  // Four entries at byte offset K + o of each array (o a constant in the instruction).
+  const load4 = (base: number, o: number): Body => b.addr(base, K).v(simd.load, 2, ...uleb(o));
+  const store4 = (base: number, val: number, o: number): Body => b.addr(base, K).get(val).v(simd.store, 2, ...uleb(o));
   const load1 = (base: number): Body => b.addr(base, K).emit(op.f32Load, 2, 0);
   const store1 = (base: number, val: number): Body => b.addr(base, K).get(val).emit(op.f32Store, 2, 0);
+  const four = (o: number): void => {
+    load4(P, o).set(vP);
+    load4(G, o).get(cOf(GS)).v(simd.f32x4Mul).get(cOf(L2)).get(vP).v(simd.f32x4Mul).v(simd.f32x4Add).set(vG);
+    b.get(cOf(B1));
+    load4(M, o).v(simd.f32x4Mul).get(cOf(A1)).get(vG).v(simd.f32x4Mul).v(simd.f32x4Add).set(vM);
+    b.get(cOf(B2));
+    load4(V, o).v(simd.f32x4Mul).get(cOf(A2)).get(vG).v(simd.f32x4Mul).get(vG).v(simd.f32x4Mul).v(simd.f32x4Add).set(vV);
+    store4(M, vM, o);
+    store4(V, vV, o);
+    b.get(cOf(KEEP)).get(vP).v(simd.f32x4Mul);
+    b.get(cOf(SS)).get(vM).v(simd.f32x4Mul);
+    b.get(vV).get(cOf(IB)).v(simd.f32x4Mul).v(simd.f32x4Sqrt).get(cOf(EPS)).v(simd.f32x4Add);
+    b.v(simd.f32x4Div).v(simd.f32x4Sub).set(vPn);
+    store4(P, vPn, o);
+    b.get(E).emit(op.i32Const, 0, 0x4e /* i32.ge_s */, op.if, op.void);
+    b.get(D).v(simd.f32x4Splat);
+    load4(E, o).v(simd.f32x4Mul).get(A).v(simd.f32x4Splat).get(vPn).v(simd.f32x4Mul).v(simd.f32x4Add).set(vPn);
+    store4(E, vPn, o);
+    b.emit(op.end);
+  };
   // D and A (the EMA's) are splatted where used: ten constants and five working vectors fit
   // the sixteen SIMD registers of x86-64 without spilling.
   for (let prm = GS; prm < D; prm++) b.get(prm).v(simd.f32x4Splat).set(cOf(prm));
-  // end = (n & ~3) * 4: bytes of the part done four at a time
-  b.get(N).emit(op.i32Const, ...sleb(-4), op.i32And, op.i32Const, 2, op.i32Shl).set(END);
   b.emit(op.i32Const, 0).set(K);
+  // Eight entries per iteration while (n & ~7) * 4 bytes last, then four, then one at a time.
+  b.get(N).emit(op.i32Const, ...sleb(-8), op.i32And, op.i32Const, 2, op.i32Shl).set(END);
   b.emit(op.block, op.void, op.loop, op.void);
   b.get(K).get(END).emit(op.i32GeU, op.brIf, 1);
-  load4(P).set(vP);
-  load4(G).get(cOf(GS)).v(simd.f32x4Mul).get(cOf(L2)).get(vP).v(simd.f32x4Mul).v(simd.f32x4Add).set(vG);
-  b.get(cOf(B1));
-  load4(M).v(simd.f32x4Mul).get(cOf(A1)).get(vG).v(simd.f32x4Mul).v(simd.f32x4Add).set(vM);
-  b.get(cOf(B2));
-  load4(V).v(simd.f32x4Mul).get(cOf(A2)).get(vG).v(simd.f32x4Mul).get(vG).v(simd.f32x4Mul).v(simd.f32x4Add).set(vV);
-  store4(M, vM);
-  store4(V, vV);
-  b.get(cOf(KEEP)).get(vP).v(simd.f32x4Mul);
-  b.get(cOf(SS)).get(vM).v(simd.f32x4Mul);
-  b.get(vV).get(cOf(IB)).v(simd.f32x4Mul).v(simd.f32x4Sqrt).get(cOf(EPS)).v(simd.f32x4Add);
-  b.v(simd.f32x4Div).v(simd.f32x4Sub).set(vPn);
-  store4(P, vPn);
-  b.get(E).emit(op.i32Const, 0, 0x4e /* i32.ge_s */, op.if, op.void);
-  b.get(D).v(simd.f32x4Splat);
-  load4(E).v(simd.f32x4Mul).get(A).v(simd.f32x4Splat).get(vPn).v(simd.f32x4Mul).v(simd.f32x4Add).set(vPn);
-  store4(E, vPn);
-  b.emit(op.end);
-  b.get(K).emit(op.i32Const, 16, op.i32Add).set(K);
+  four(0);
+  four(16);
+  b.get(K).emit(op.i32Const, 32, op.i32Add).set(K);
   b.emit(op.br, 0, op.end, op.end);
+  b.get(N).emit(op.i32Const, 4, op.i32And, op.if, op.void);
+  four(0);
+  b.get(K).emit(op.i32Const, 16, op.i32Add).set(K);
+  b.emit(op.end);
   // The last n % 4 entries, one at a time.
   b.get(N).emit(op.i32Const, 2, op.i32Shl).set(END);
   b.emit(op.block, op.void, op.loop, op.void);

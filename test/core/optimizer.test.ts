@@ -105,8 +105,8 @@ describe('AdamOptimizer', () => {
     it(`${kind} (${precision}): the SIMD kernel and the JavaScript loop give bit-identical parameters, moments and EMA`, () => {
       const run = (simd: boolean): { params: Float32Array[]; m: Float32Array[]; v: Float32Array[]; ema: Float32Array; norms: number[] } => {
         const store = new ParamStore(new Rng(6));
-        // Odd sizes: the kernel's paired loop and its scalar tail both run.
-        const shapes: Record<string, number[]> = { a: [7, 5], b: [3], c: [4, 4, 3] };
+        // Odd sizes: every loop of the kernels runs (pairs, eight and four at a time, single tails).
+        const shapes: Record<string, number[]> = { a: [7, 5], b: [3], c: [4, 4, 3], d: [13] };
         for (const [n, sh] of Object.entries(shapes)) store.param(n, sh, 'glorot');
         const opt = new AdamOptimizer(store, { kind, weightDecay: 0.02, precision }, undefined, { simd });
         expect(opt.simd).toBe(simd);
