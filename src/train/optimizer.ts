@@ -134,6 +134,18 @@ function sumSq4(pieces: Float32Array[], size: number): number {
   return sum;
 }
 
+/** The SIMD kernel in the backend's heap when there is one and it can allocate there, else in its own memory. */
+function heapKernelOrOwn(size: number, heap: ReturnType<typeof wasmHeapOf>): WasmAdamKernel {
+  if (heap) {
+    try {
+      return new WasmAdamKernel(size, heap);
+    } catch {
+      // e.g. the backend's heap cannot grow by the moments' size: keep them in the kernel's own memory
+    }
+  }
+  return new WasmAdamKernel(size);
+}
+
 export interface AdamImplementation {
   /**
    * Run the update in the WebAssembly SIMD kernel (default: when the runtime supports it) or
@@ -173,7 +185,7 @@ export class AdamOptimizer {
     this.size = total;
     if (impl.simd === true && !wasmAdamAvailable()) fail('optimizer: simd requested, but this runtime has no WebAssembly SIMD');
     // On the WASM backend the kernel lives in the backend's heap and updates parameters in place.
-    if (impl.simd ?? wasmAdamAvailable()) this.kernel = new WasmAdamKernel(total, wasmHeapOf(params.get(this.names[0])));
+    if (impl.simd ?? wasmAdamAvailable()) this.kernel = heapKernelOrOwn(total, wasmHeapOf(params.get(this.names[0])));
     if (!this.kernel) {
       this.mJs = new Float32Array(total);
       this.vJs = new Float32Array(total);
