@@ -11,6 +11,7 @@
  *
  *   npx tsx benchmarks/heapKernels.ts [--out FILE]
  */
+import { installWasmShare, uninstallWasmShare } from '../src/backend/wasmShare.js';
 import * as tf from '@tensorflow/tfjs-core';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -124,6 +125,13 @@ for (const env of ['pusht', 'arm-reach'] as const) {
   };
   row(`${env} U-Net training step, batch 128, alternating blocks (other heap kernels on; XNNPACK -> no-packing kernel)`, gemmStep(0), gemmStep(1), 15, true);
   setWasmMatMulOptions({ ownGemm: true });
+  const shareStep = (i: number) => (): void => {
+    if (i === 1) installWasmShare();
+    else uninstallWasmShare();
+    runs[i].trainer.trainStep();
+  };
+  row(`${env} U-Net training step, batch 128, alternating blocks (saved tensors copied -> shared, src/backend/wasmShare.ts)`, shareStep(0), shareStep(1), 15, true);
+  installWasmShare();
   for (const r of runs) r.dispose();
 }
 setWasmMatMulOptions({ simdKernels: true });
