@@ -113,25 +113,22 @@ interface Float32Scalars {
 }
 
 /**
- * The float32 update's gradient norm²: float64 squares summed in four lanes (flat index k in
- * lane k % 4) over the first size - size % 4 entries, lanes combined as (l0 + l1) + (l2 + l3),
- * then the last entries in order. The SIMD kernel's `sumsq4` computes the same sum.
+ * The float32 update's gradient norm²: for each parameter's gradient, float64 squares summed
+ * in four lanes (entry k in lane k % 4) over its first length - length % 4 entries, lanes
+ * combined as (l0 + l1) + (l2 + l3), then its last entries in order; the pieces' sums added in
+ * parameter order. The SIMD kernel's `sumsq4`, called per parameter, computes the same sum.
  */
-function sumSq4(pieces: Float32Array[], size: number): number {
-  const lanes = [0, 0, 0, 0];
-  const body = size - (size % 4);
-  const last: number[] = [];
-  let k = 0;
+function sumSq4(pieces: Float32Array[]): number {
+  let total = 0;
   for (const g of pieces) {
-    for (let i = 0; i < g.length; i++, k++) {
-      const x = g[i];
-      if (k < body) lanes[k & 3] += x * x;
-      else last.push(x);
-    }
+    const lanes = [0, 0, 0, 0];
+    const body = g.length - (g.length % 4);
+    for (let k = 0; k < body; k++) lanes[k & 3] += g[k] * g[k];
+    let sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+    for (let k = body; k < g.length; k++) sum += g[k] * g[k];
+    total += sum;
   }
-  let sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
-  for (const x of last) sum += x * x;
-  return sum;
+  return total;
 }
 
 /** The SIMD kernel in the backend's heap when there is one and it can allocate there, else in its own memory. */
@@ -297,7 +294,7 @@ export class AdamOptimizer {
         for (let k = 0; k < g.length; k++) sq += g[k] * g[k];
       }
     } else {
-      sq = sumSq4(this.names.map((_, i) => gradOf(i)), this.size);
+      sq = sumSq4(this.names.map((_, i) => gradOf(i)));
     }
     const gradNorm = Math.sqrt(sq);
     const { gScale, bc2, stepSize, l2, decoupled } = this.nextStep(gradNorm, lr, clipNorm);
@@ -337,13 +334,22 @@ export class AdamOptimizer {
   }
 
   /**
-   * The update in the SIMD kernel: stage the gradients (and EMA) in, then update each parameter
-   * in place where the kernel shares the backend's heap with it, else through the staging area.
+   * The update in the SIMD kernel. Where the kernel shares the backend's heap with a gradient
+   * or a parameter it reads or writes it there; anything else goes through its staging areas.
    */
   private updateSimd(kernel: WasmAdamKernel, gradOf: (i: number) => Float32Array, lr: number, clipNorm: number | undefined, ema: FlatEma | undefined): { gradNorm: number } {
     const { precision } = this.config;
-    for (let i = 0; i < this.names.length; i++) kernel.g.set(gradOf(i), this.offsets[i]);
-    const gradNorm = Math.sqrt(kernel.gradSumSq(precision));
+    // Where each gradient is: its offset in the kernel's memory, or staged (undefined).
+    const gAt: (number | undefined)[] = [];
+    let sq = 0;
+    for (let i = 0; i < this.names.length; i++) {
+      const g = gradOf(i);
+      const at = kernel.offsetIn(g);
+      if (at === undefined) kernel.g.set(g, this.offsets[i]);
+      gAt.push(at);
+      sq = kernel.gradSumSqRange(precision, this.offsets[i], this.pieceSize(i), sq, at);
+    }
+    const gradNorm = Math.sqrt(sq);
     const s = this.nextStep(gradNorm, lr, clipNorm);
     if (ema) kernel.e.set(ema.values);
     const { beta1, beta2, eps } = this.config;
@@ -355,11 +361,11 @@ export class AdamOptimizer {
       const view = writableHostView(variable);
       const at = view === undefined ? undefined : kernel.offsetIn(view);
       if (at !== undefined) {
-        kernel.stepRange(args, precision, start, count, at);
+        kernel.stepRange(args, precision, start, count, at, gAt[i]);
         markWritten(variable);
       } else {
         kernel.p.set(readValues(variable), start);
-        kernel.stepRange(args, precision, start, count);
+        kernel.stepRange(args, precision, start, count, undefined, gAt[i]);
         // A copy: writing may allocate, and allocating can grow the heap the view points into.
         writeVariable(variable, kernel.p.slice(start, start + count));
       }

@@ -92,8 +92,9 @@ function adamBody(): number[] {
 }
 
 function sumsqBody(): number[] {
-  // params g, n; locals k (i32), end (i32), s (f64), x (f64)
-  const g = 0, n = 1, k = 2, end = 3, s = 4, x = 5;
+  // params g, n, s (f64: the sum so far, so pieces chain into one sequential sum);
+  // locals k (i32), end (i32), x (f64)
+  const g = 0, n = 1, s = 2, k = 3, end = 4, x = 5;
   const b = new Body();
   b.get(n).emit(op.i32Const, 2, op.i32Shl).set(end);
   b.emit(op.block, op.void, op.loop, op.void);
@@ -104,7 +105,7 @@ function sumsqBody(): number[] {
   b.emit(op.br, 0, op.end, op.end);
   b.get(s);
   b.emit(op.end);
-  const body = [...vec([[...uleb(2), I32], [...uleb(2), F64]]), ...b.code];
+  const body = [...vec([[...uleb(2), I32], [...uleb(1), F64]]), ...b.code];
   return [...uleb(body.length), ...body];
 }
 
@@ -229,14 +230,15 @@ function sumsq4Body(): number[] {
 
 function moduleBytes(shared: boolean): Uint8Array {
   const adamType = [0x60, ...vec([...Array(6).fill([I32]), ...Array(NPARAM - 6).fill([F64])]), ...vec([])];
-  const sumsqType = [0x60, ...vec([[I32], [I32]]), ...vec([[F64]])];
+  const sumsqType = [0x60, ...vec([[I32], [I32], [F64]]), ...vec([[F64]])];
+  const sumsq4Type = [0x60, ...vec([[I32], [I32]]), ...vec([[F64]])];
   const adam32Type = [0x60, ...vec([...Array(6).fill([I32]), ...Array(NPARAM - 6).fill([F32])]), ...vec([])];
   const bytes = [
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, vec([adamType, sumsqType, adam32Type])),
+    ...section(1, vec([adamType, sumsqType, adam32Type, sumsq4Type])),
     // import env.memory: min 0 pages; a shared memory (threaded WASM backend) needs a maximum
     ...section(2, vec([[...name('env'), ...name('memory'), 0x02, ...(shared ? [0x03, 0x00, ...uleb(65536)] : [0x00, 0x00])]])),
-    ...section(3, vec([[0], [1], [2], [1]])),
+    ...section(3, vec([[0], [1], [2], [3]])),
     ...section(7, vec([[...name('adam'), 0x00, 0], [...name('sumsq'), 0x00, 1], [...name('adam32'), 0x00, 2], [...name('sumsq4'), 0x00, 3]])),
     ...section(10, vec([adamBody(), sumsqBody(), adam32Body(), sumsq4Body()])),
   ];
@@ -245,7 +247,7 @@ function moduleBytes(shared: boolean): Uint8Array {
 
 interface Exports {
   adam(p: number, g: number, m: number, v: number, e: number, n: number, gScale: number, l2: number, beta1: number, beta2: number, stepSize: number, invBc2: number, eps: number, keep: number, a1: number, a2: number, d: number, a: number): void;
-  sumsq(g: number, n: number): number;
+  sumsq(g: number, n: number, s0: number): number;
   adam32(p: number, g: number, m: number, v: number, e: number, n: number, gScale: number, l2: number, beta1: number, beta2: number, stepSize: number, invBc2: number, eps: number, keep: number, a1: number, a2: number, d: number, a: number): void;
   sumsq4(g: number, n: number): number;
 }
@@ -373,11 +375,20 @@ export class WasmAdamKernel {
   }
 
   /**
-   * Sum of squares of the staged gradient in float64: in index order for the float64 update,
-   * in four interleaved lanes for the float32 one.
+   * The sum of squares of `count` gradient entries at byte offset `gOffset` (from `offsetIn`;
+   * default: the staging area from entry `start`) in float64, added to `sum` (the pieces
+   * before): in index order for the float64 update (so the pieces chain into one sequential
+   * sum); for the float32 one the piece's own sum in four interleaved lanes, then added.
    */
+  gradSumSqRange(precision: AdamPrecision, start: number, count: number, sum: number, gOffset?: number): number {
+    this.checkRange(start, count);
+    const at = gOffset ?? this.off.g + 4 * start;
+    return precision === 'float64' ? this.fn.sumsq(at, count, sum) : sum + this.fn.sumsq4(at, count);
+  }
+
+  /** `gradSumSqRange` over the whole staged gradient. */
   gradSumSq(precision: AdamPrecision = 'float64'): number {
-    return precision === 'float64' ? this.fn.sumsq(this.off.g, this.size) : this.fn.sumsq4(this.off.g, this.size);
+    return this.gradSumSqRange(precision, 0, this.size, 0);
   }
 
   /** One update of the staged parameters (and EMA when `emaDecay` is set). */
@@ -385,19 +396,24 @@ export class WasmAdamKernel {
     this.stepRange(s, precision, 0, this.size);
   }
 
-  /**
-   * The update of entries [start, start + count) of the flat state: the parameters at byte
-   * offset `pOffset` of the kernel's memory (from `offsetIn`), or in the staging area.
-   */
-  stepRange(s: AdamStepArgs, precision: AdamPrecision, start: number, count: number, pOffset?: number): void {
+  private checkRange(start: number, count: number): void {
     if (!Number.isInteger(start) || !Number.isInteger(count) || start < 0 || count < 0 || start + count > this.size) {
       throw new Error(`WasmAdamKernel: range [${start}, ${start + count}) is outside the ${this.size} entries`);
     }
     if (this.heap && this.allocation === undefined) throw new Error('WasmAdamKernel: used after dispose');
+  }
+
+  /**
+   * The update of entries [start, start + count) of the flat state: the parameters at byte
+   * offset `pOffset` and the gradient at `gOffset` of the kernel's memory (from `offsetIn`), or
+   * in the staging areas.
+   */
+  stepRange(s: AdamStepArgs, precision: AdamPrecision, start: number, count: number, pOffset?: number, gOffset?: number): void {
+    this.checkRange(start, count);
     const d = s.emaDecay ?? 0;
     const f = precision === 'float64' ? this.fn.adam : this.fn.adam32;
     const at = 4 * start;
-    f(pOffset ?? this.off.p + at, this.off.g + at, this.off.m + at, this.off.v + at, s.emaDecay === undefined ? -1 : this.off.e + at, count, s.gScale, s.l2, s.beta1, s.beta2, s.stepSize, 1 / s.bc2, s.eps, 1 - s.decoupled, 1 - s.beta1, 1 - s.beta2, d, 1 - d);
+    f(pOffset ?? this.off.p + at, gOffset ?? this.off.g + at, this.off.m + at, this.off.v + at, s.emaDecay === undefined ? -1 : this.off.e + at, count, s.gScale, s.l2, s.beta1, s.beta2, s.stepSize, 1 / s.bc2, s.eps, 1 - s.decoupled, 1 - s.beta1, 1 - s.beta2, d, 1 - d);
   }
 
   /** Give the memory back to the backend's heap (a kernel in its own memory needs nothing). */
