@@ -49,6 +49,23 @@ function lanes(a: number, b: number, c: number, d: number): number[] {
   return [a, b, c, d].flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3]);
 }
 
+/**
+ * Emit the 4 x 4 transpose of the v128 locals r[0..3] (four float32 each) through the
+ * temporaries t[0..3]; the returned `pushRow(k)` leaves row k of the transpose (lane k of
+ * every r) on the stack.
+ */
+function transpose4x4(b: Body, r: readonly number[], t: readonly number[]): (k: number) => void {
+  // t0 = a0 b0 a1 b1, t1 = a2 b2 a3 b3, t2 = c0 d0 c1 d1, t3 = c2 d2 c3 d3
+  b.get(r[0]).get(r[1]).v(simd.i8x16Shuffle, ...lanes(0, 4, 1, 5)).set(t[0]);
+  b.get(r[0]).get(r[1]).v(simd.i8x16Shuffle, ...lanes(2, 6, 3, 7)).set(t[1]);
+  b.get(r[2]).get(r[3]).v(simd.i8x16Shuffle, ...lanes(0, 4, 1, 5)).set(t[2]);
+  b.get(r[2]).get(r[3]).v(simd.i8x16Shuffle, ...lanes(2, 6, 3, 7)).set(t[3]);
+  return (k) => {
+    const sel = k % 2 === 0 ? lanes(0, 1, 4, 5) : lanes(2, 3, 6, 7);
+    b.get(t[k >> 1]).get(t[(k >> 1) + 2]).v(simd.i8x16Shuffle, ...sel);
+  };
+}
+
 function transposeBody(): number[] {
   // params: src 0, dst 1, rows 2, cols 3
   // locals (i32): i 4, j 5, jb 6, jEnd 7, sRow 8 (byte offset of src row i), rowBytes 9, colBytes 10
@@ -84,25 +101,15 @@ function transposeBody(): number[] {
     if (k > 0) b.get(RB).emit(op.i32Const, k, op.i32Mul, op.i32Add);
     b.v(simd.load, 2, 0).set(R[k]);
   }
-  // t0 = a0 b0 a1 b1, t1 = a2 b2 a3 b3, t2 = c0 d0 c1 d1, t3 = c2 d2 c3 d3
-  b.get(R[0]).get(R[1]).v(simd.i8x16Shuffle, ...lanes(0, 4, 1, 5)).set(T[0]);
-  b.get(R[0]).get(R[1]).v(simd.i8x16Shuffle, ...lanes(2, 6, 3, 7)).set(T[1]);
-  b.get(R[2]).get(R[3]).v(simd.i8x16Shuffle, ...lanes(0, 4, 1, 5)).set(T[2]);
-  b.get(R[2]).get(R[3]).v(simd.i8x16Shuffle, ...lanes(2, 6, 3, 7)).set(T[3]);
-  // destination row j+k, columns i..i+3: column k of the block
-  const cols: [number, number, number[]][] = [
-    [T[0], T[2], lanes(0, 1, 4, 5)],
-    [T[0], T[2], lanes(2, 3, 6, 7)],
-    [T[1], T[3], lanes(0, 1, 4, 5)],
-    [T[1], T[3], lanes(2, 3, 6, 7)],
-  ];
-  cols.forEach(([x, y, sel], k) => {
-    // address dst + (j + k) * colBytes + i * 4
+  const row = transpose4x4(b, R, T);
+  for (let k = 0; k < 4; k++) {
+    // destination row j+k, columns i..i+3: column k of the block, at dst + (j + k) * colBytes + i * 4
     b.get(DST).get(J);
     if (k > 0) b.emit(op.i32Const, k, op.i32Add);
     b.get(CB).emit(op.i32Mul, op.i32Add).get(I).emit(op.i32Const, 2, op.i32Shl, op.i32Add);
-    b.get(x).get(y).v(simd.i8x16Shuffle, ...sel).v(simd.store, 2, 0);
-  });
+    row(k);
+    b.v(simd.store, 2, 0);
+  }
   b.get(J).emit(op.i32Const, 4, op.i32Add).set(J);
   b.emit(op.br, 0, op.end, op.end);
   b.get(I).emit(op.i32Const, 4, op.i32Add).set(I);
@@ -205,15 +212,12 @@ function gemmBody(mr: number): number[] {
   // The accumulators are not live yet: they hold the loaded rows and the shuffle temporaries.
   for (let c = 0; c < 8; c++) b.get(ROWS[c]).get(KO).emit(op.i32Add).v(simd.load, 2, 0).set(TR[c]);
   for (const half of [0, 1]) {
-    const [v0, v1, v2, v3] = TR.slice(4 * half, 4 * half + 4);
-    b.get(v0).get(v1).v(simd.i8x16Shuffle, ...lanes(0, 4, 1, 5)).set(TT[0]);
-    b.get(v2).get(v3).v(simd.i8x16Shuffle, ...lanes(0, 4, 1, 5)).set(TT[1]);
-    b.get(v0).get(v1).v(simd.i8x16Shuffle, ...lanes(2, 6, 3, 7)).set(TT[2]);
-    b.get(v2).get(v3).v(simd.i8x16Shuffle, ...lanes(2, 6, 3, 7)).set(TT[3]);
-    const rows: [number, number, number[]][] = [[TT[0], TT[1], lanes(0, 1, 4, 5)], [TT[0], TT[1], lanes(2, 3, 6, 7)], [TT[2], TT[3], lanes(0, 1, 4, 5)], [TT[2], TT[3], lanes(2, 3, 6, 7)]];
-    rows.forEach(([x, y, sel], t) => {
-      b.get(PC).get(x).get(y).v(simd.i8x16Shuffle, ...sel).v(simd.store, 4, ...uleb(32 * t + 16 * half));
-    });
+    const row = transpose4x4(b, TR.slice(4 * half, 4 * half + 4), TT);
+    for (let t = 0; t < 4; t++) {
+      b.get(PC);
+      row(t);
+      b.v(simd.store, 4, ...uleb(32 * t + 16 * half));
+    }
   }
   b.get(PC).emit(op.i32Const, ...sleb(128), op.i32Add).set(PC);
   b.get(KO).emit(op.i32Const, 16, op.i32Add).set(KO);

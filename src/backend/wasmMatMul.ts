@@ -143,30 +143,15 @@ export function setWasmMatMulOptions(opts: WasmMatMulOptions): Required<WasmMatM
     }
     minSplitMacs = opts.minSplitMacs;
   }
-  if (opts.simdKernels !== undefined) {
-    if (typeof opts.simdKernels !== 'boolean') {
-      throw new Error(`setWasmMatMulOptions: simdKernels must be a boolean, got ${String(opts.simdKernels)}`);
-    }
-    useSimdKernels = opts.simdKernels;
-  }
-  if (opts.operandSwap !== undefined) {
-    if (typeof opts.operandSwap !== 'boolean') {
-      throw new Error(`setWasmMatMulOptions: operandSwap must be a boolean, got ${String(opts.operandSwap)}`);
-    }
-    useOperandSwap = opts.operandSwap;
-  }
-  if (opts.ownGemm !== undefined) {
-    if (typeof opts.ownGemm !== 'boolean') {
-      throw new Error(`setWasmMatMulOptions: ownGemm must be a boolean, got ${String(opts.ownGemm)}`);
-    }
-    useOwnGemm = opts.ownGemm;
-  }
-  if (opts.transposedPanels !== undefined) {
-    if (typeof opts.transposedPanels !== 'boolean') {
-      throw new Error(`setWasmMatMulOptions: transposedPanels must be a boolean, got ${String(opts.transposedPanels)}`);
-    }
-    useTransposedPanels = opts.transposedPanels;
-  }
+  const flag = (name: 'simdKernels' | 'operandSwap' | 'ownGemm' | 'transposedPanels'): boolean | undefined => {
+    const v = opts[name];
+    if (v !== undefined && typeof v !== 'boolean') throw new Error(`setWasmMatMulOptions: ${name} must be a boolean, got ${String(v)}`);
+    return v;
+  };
+  useSimdKernels = flag('simdKernels') ?? useSimdKernels;
+  useOperandSwap = flag('operandSwap') ?? useOperandSwap;
+  useOwnGemm = flag('ownGemm') ?? useOwnGemm;
+  useTransposedPanels = flag('transposedPanels') ?? useTransposedPanels;
   return { minSplitMacs, simdKernels: useSimdKernels, operandSwap: useOperandSwap, ownGemm: useOwnGemm, transposedPanels: useTransposedPanels };
 }
 
@@ -279,7 +264,8 @@ export function uninstallWasmMatMulFix(): boolean {
   return restored;
 }
 
-function replaceKernel(config: KernelConfig, kernelFunc: KernelFunc): void {
+/** Register `kernelFunc` in place of the kernel `config` describes (wasmShare.ts uses it too). */
+export function replaceKernel(config: KernelConfig, kernelFunc: KernelFunc): void {
   tf.unregisterKernel(config.kernelName, config.backendName);
   // Keep the stock setupFunc: it binds the C++ entry point the stock kernelFunc (called
   // from the wrapper) uses, and runs again if the backend is ever re-initialised.

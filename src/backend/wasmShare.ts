@@ -15,7 +15,8 @@
  * under another tensor. String tensors and casts that change the dtype keep the stock kernels.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { DataId, KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
+import type { DataId, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
+import { replaceKernel } from './wasmMatMul.js';
 
 const MARK = Symbol('scoreflow.wasmShare.original');
 type Marked = KernelFunc & { [MARK]?: KernelFunc };
@@ -50,11 +51,6 @@ function makeCast(original: KernelFunc): KernelFunc {
   return f;
 }
 
-function replace(config: KernelConfig, kernelFunc: KernelFunc): void {
-  tf.unregisterKernel(config.kernelName, config.backendName);
-  tf.registerKernel({ ...config, kernelFunc });
-}
-
 /**
  * Install the sharing `Identity` and same-dtype `Cast` for the WASM backend. Returns false when
  * the WASM kernels are not registered; a second call does nothing.
@@ -66,7 +62,7 @@ export function installWasmShare(): boolean {
     const k = tf.getKernel(name, 'wasm');
     if (k === undefined) continue;
     found = true;
-    if ((k.kernelFunc as Marked)[MARK] === undefined) replace(k, make(k.kernelFunc));
+    if ((k.kernelFunc as Marked)[MARK] === undefined) replaceKernel(k, make(k.kernelFunc));
   }
   return found;
 }
@@ -78,7 +74,7 @@ export function uninstallWasmShare(): boolean {
     const k = tf.getKernel(name, 'wasm');
     const original = k === undefined ? undefined : (k.kernelFunc as Marked)[MARK];
     if (k !== undefined && original !== undefined) {
-      replace(k, original);
+      replaceKernel(k, original);
       restored = true;
     }
   }

@@ -91,18 +91,23 @@ function adamBody(): number[] {
   return [...uleb(body.length), ...body];
 }
 
-function sumsqBody(): number[] {
-  // params g, n, s (f64: the sum so far, so pieces chain into one sequential sum);
-  // locals k (i32), end (i32), x (f64)
-  const g = 0, n = 1, s = 2, k = 3, end = 4, x = 5;
-  const b = new Body();
-  b.get(n).emit(op.i32Const, 2, op.i32Shl).set(end);
+/** s += g[k]^2 in float64 for byte offsets k up to end, in order (k, end, s, x: locals). */
+function squaresInOrder(b: Body, g: number, k: number, end: number, s: number, x: number): void {
   b.emit(op.block, op.void, op.loop, op.void);
   b.get(k).get(end).emit(op.i32GeU, op.brIf, 1);
   b.load1(g, k).set(x);
   b.get(s).get(x).get(x).emit(op.f64Mul, op.f64Add).set(s);
   b.get(k).emit(op.i32Const, 4, op.i32Add).set(k);
   b.emit(op.br, 0, op.end, op.end);
+}
+
+function sumsqBody(): number[] {
+  // params g, n, s (f64: the sum so far, so pieces chain into one sequential sum);
+  // locals k (i32), end (i32), x (f64)
+  const g = 0, n = 1, s = 2, k = 3, end = 4, x = 5;
+  const b = new Body();
+  b.get(n).emit(op.i32Const, 2, op.i32Shl).set(end);
+  squaresInOrder(b, g, k, end, s, x);
   b.get(s);
   b.emit(op.end);
   const body = [...vec([[...uleb(2), I32], [...uleb(1), F64]]), ...b.code];
@@ -216,12 +221,7 @@ function sumsq4Body(): number[] {
   b.get(accB).v(simd.f64x2ExtractLane, 0).get(accB).v(simd.f64x2ExtractLane, 1).emit(op.f64Add);
   b.emit(op.f64Add).set(s);
   b.get(n).emit(op.i32Const, 2, op.i32Shl).set(end);
-  b.emit(op.block, op.void, op.loop, op.void);
-  b.get(k).get(end).emit(op.i32GeU, op.brIf, 1);
-  b.load1(g, k).set(x);
-  b.get(s).get(x).get(x).emit(op.f64Mul, op.f64Add).set(s);
-  b.get(k).emit(op.i32Const, 4, op.i32Add).set(k);
-  b.emit(op.br, 0, op.end, op.end);
+  squaresInOrder(b, g, k, end, s, x);
   b.get(s);
   b.emit(op.end);
   const body = [...vec([[...uleb(2), I32], [...uleb(2), F64], [...uleb(3), V128]]), ...b.code];
@@ -384,16 +384,6 @@ export class WasmAdamKernel {
     this.checkRange(start, count);
     const at = gOffset ?? this.off.g + 4 * start;
     return precision === 'float64' ? this.fn.sumsq(at, count, sum) : sum + this.fn.sumsq4(at, count);
-  }
-
-  /** `gradSumSqRange` over the whole staged gradient. */
-  gradSumSq(precision: AdamPrecision = 'float64'): number {
-    return this.gradSumSqRange(precision, 0, this.size, 0);
-  }
-
-  /** One update of the staged parameters (and EMA when `emaDecay` is set). */
-  step(s: AdamStepArgs, precision: AdamPrecision = 'float64'): void {
-    this.stepRange(s, precision, 0, this.size);
   }
 
   private checkRange(start: number, count: number): void {
