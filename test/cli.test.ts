@@ -37,7 +37,7 @@ describe('scoreflow CLI', () => {
     expect(['wasm', 'tensorflow']).toContain(info.backend);
     expect(info.reason).toMatch(/auto/);
     expect(info.selfTest).toMatch(/^ok/);
-    expect(info.kernels.optimizer).toBe('WebAssembly SIMD update');
+    expect(info.kernels.optimizer).toBe('WebAssembly SIMD update (float32 arithmetic by default; float64 where optimizer.precision asks for it)');
     if (info.backend === 'wasm') {
       expect(info.kernels.matMulFix).toBe(true);
       expect(info.kernels.heapKernels).toMatch(/^SIMD/);

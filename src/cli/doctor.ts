@@ -50,7 +50,9 @@ export async function doctor(opts: { json: boolean; backend: BackendName }): Pro
     wasm: threads,
     // The fast paths this process uses (README, Benchmarks): each falls back when unavailable.
     kernels: {
-      optimizer: wasmAdamAvailable() ? 'WebAssembly SIMD update' : 'JavaScript loop',
+      optimizer: wasmAdamAvailable()
+        ? 'WebAssembly SIMD update (float32 arithmetic by default; float64 where optimizer.precision asks for it)'
+        : 'JavaScript loop',
       ...(choice.backend === 'wasm'
         ? {
             matMulFix: wasmMatMulFixInstalled(),
