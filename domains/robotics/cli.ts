@@ -7,6 +7,7 @@ import { progressSink } from '../../src/cli/progress.js';
 import { PATH_KINDS } from '../../src/path/index.js';
 import { SAMPLER_NAMES } from '../../src/sample/registry.js';
 import { ArmReachEnv } from './env/armReach.js';
+import { armReachReplanCheck } from './env/armReachReplan.js';
 import { collectDemos } from './expert/armReachExpert.js';
 import { collectCorrectionsParallel } from './expert/parallelCorrections.js';
 import { readEpisodesMcap, writeEpisodesMcap, type EpisodeRecord } from './data/episodes.js';
@@ -51,12 +52,14 @@ const USAGE = `usage: scoreflow robot <subcommand> [options]
           --action-horizon the actions executed per chunk (1 .. Tp - To + 1; default: the trained Ta)
   eval    --env E --checkpoint DIR [--episodes N] [--seed S] [--guide obstacle:2,smooth:0.1]
           [--novel-obstacles K] [--sampler S] [--steps N] [--candidates N] [--temperature X (default: the policy's)]
-          [--action-horizon Ta] [--pin-executed] [--per-episode] [--json]
+          [--action-horizon Ta] [--pin-executed] [--replan-clearance M [--replan-lookahead N]] [--per-episode] [--json]
           ${GUIDE_ARG_USAGE}
           (--candidates N keeps the lowest-cost of N samples and needs diverse ones: pass --temperature 1 with it;
           --guide-mode projection moves each denoised chunk K Polyak steps towards zero constraint cost
           (obstacle / region / limits; each step at most X in normalised units), --guide-substeps S
-          checks arm-reach obstacles at S poses per control period)
+          checks arm-reach obstacles at S poses per control period;
+          --replan-clearance (arm-reach) cuts a chunk short and samples the next one when the next N actions
+          (default 2) would bring a link within M metres of an obstacle)
   serve   [--checkpoint DIR | --env E] [--port P] [--tcp-port P] [--live-view-port P] [--json]
           PolicyService over gRPC (see 'robot serve --help')
   bridge  --stdio [--checkpoint DIR | --env E]    one policy session over stdin/stdout frames
@@ -307,6 +310,7 @@ async function robotEval(argv: string[]): Promise<number> {
       env: { type: 'string' }, checkpoint: { type: 'string' }, episodes: { type: 'string' }, seed: { type: 'string' },
       'novel-obstacles': { type: 'string' }, sampler: { type: 'string' }, steps: { type: 'string' }, candidates: { type: 'string' }, json: { type: 'boolean' },
       'pin-executed': { type: 'boolean' }, 'per-episode': { type: 'boolean' }, temperature: { type: 'string' }, 'action-horizon': { type: 'string' },
+      'replan-clearance': { type: 'string' }, 'replan-lookahead': { type: 'string' },
       ...GUIDE_ARG_OPTIONS,
     },
     USAGE,
@@ -314,6 +318,11 @@ async function robotEval(argv: string[]): Promise<number> {
   const envName = choiceOpt(o.env, 'env', ENV_NAMES, 'pusht');
   if (typeof o.checkpoint !== 'string') throw new UsageError('--checkpoint DIR is required');
   const json = Boolean(o.json);
+  const replanClearance = o['replan-clearance'] === undefined ? undefined : numOpt(o['replan-clearance'], 'replan-clearance', 0);
+  if (replanClearance !== undefined && envName !== 'arm-reach') throw new UsageError('--replan-clearance: only arm-reach has obstacles to keep clear of');
+  if (replanClearance !== undefined && !(replanClearance >= 0 && replanClearance <= 0.2)) throw new UsageError(`--replan-clearance: expected metres in [0, 0.2], received ${replanClearance}`);
+  if (o['replan-lookahead'] !== undefined && replanClearance === undefined) throw new UsageError('--replan-lookahead: only with --replan-clearance');
+  const replanLookahead = intOpt(o['replan-lookahead'], 'replan-lookahead', 2, 1);
   await setBackend('auto');
   const policy = DiffusionPolicy.load(o.checkpoint, { env: envName });
   const env = await envForPolicy(policy.config);
@@ -340,11 +349,12 @@ async function robotEval(argv: string[]): Promise<number> {
       pinExecuted: o['pin-executed'] ? 1 : 0,
       temperature,
       actionHorizon,
+      replanWhen: replanClearance === undefined ? undefined : armReachReplanCheck(env as ArmReachEnv, { clearance: replanClearance, lookahead: replanLookahead }),
       onEpisode: (i, s) => bar.update({ success: s.success ? 1 : 0 }, (i + 1) / episodes),
     });
     bar.done();
     const { perEpisode, ...summary } = report;
-    const full = { event: 'eval', checkpoint: o.checkpoint, guide: guidance?.spec ?? null, ...(guidance ? { guideMode: guidance.mode ?? 'gradient', guideIterations: guidance.iterations, guideMaxStep: guidance.maxStep, guideSubsteps: guidance.substeps, guideMargin: guidance.margin, guideRegionModel: guidance.regionModel } : {}), novel, temperature, actionHorizon: actionHorizon ?? policy.config.actionHorizon, ...summary, ...(o['per-episode'] ? { perEpisode } : {}) };
+    const full = { event: 'eval', checkpoint: o.checkpoint, guide: guidance?.spec ?? null, ...(guidance ? { guideMode: guidance.mode ?? 'gradient', guideIterations: guidance.iterations, guideMaxStep: guidance.maxStep, guideSubsteps: guidance.substeps, guideMargin: guidance.margin, guideRegionModel: guidance.regionModel } : {}), novel, temperature, actionHorizon: actionHorizon ?? policy.config.actionHorizon, ...(replanClearance !== undefined ? { replanClearance, replanLookahead } : {}), ...summary, ...(o['per-episode'] ? { perEpisode } : {}) };
     emit(json, full, JSON.stringify(full, null, 2));
   } finally {
     env.close();

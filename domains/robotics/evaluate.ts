@@ -31,6 +31,8 @@ export interface EvalOptions {
   readonly temperature?: number;
   /** Actions executed per chunk (default: the policy's Ta). */
   readonly actionHorizon?: number;
+  /** Early replanning check (RunOptions.replanWhen), e.g. armReachReplanCheck. */
+  readonly replanWhen?: RunOptions['replanWhen'];
   readonly onEpisode?: (i: number, r: EpisodeSummary) => void;
   /** Diagnostics: called before episode i runs, with its novel constraints and guidance terms. */
   readonly onEpisodeStart?: (i: number, e: { readonly seed: number; readonly constraints: readonly Circle[]; readonly guidance?: readonly CostTerm[] }) => void;
@@ -69,6 +71,10 @@ export interface EvalReport {
   /** Episodes with at least one constraint violation (collision / forbidden-region entry). */
   readonly episodesWithViolations: number;
   readonly meanViolationSteps: number;
+  /** Executed actions per sampled chunk (Ta without early replanning, fewer with it). */
+  readonly meanActionsPerChunk: number;
+  /** Chunks cut short by the early-replanning check. */
+  readonly earlyReplans: number;
   readonly latencyMs: { readonly p50: number; readonly p99: number; readonly mean: number; readonly chunks: number };
   readonly perEpisode: EpisodeSummary[];
 }
@@ -123,6 +129,8 @@ export function evaluatePolicy(env: Env, policy: DiffusionPolicy, opts: EvalOpti
   const per: EpisodeSummary[] = [];
   const lat: number[] = [];
   const master = new Rng(opts.seed);
+  let totalSteps = 0;
+  let earlyReplans = 0;
   for (let i = 0; i < opts.episodes; i++) {
     const seed = opts.seed * 1000 + i;
     const rng = master.split(1)[0];
@@ -143,9 +151,11 @@ export function evaluatePolicy(env: Env, policy: DiffusionPolicy, opts: EvalOpti
     // Novel obstacles are physics and guidance only: the policy's observation shows the
     // obstacle slots as it saw them in training (absent), so it meets them only through guidance.
     const observe = env.name === 'arm-reach' && constraints.length > 0 ? hideExtraObstacles : undefined;
-    const r: EpisodeResult = runEpisode(env, policy, { seed, state, guidance, sampler: opts.sampler, steps: opts.steps, candidates: opts.candidates, pinExecuted: opts.pinExecuted, observe, temperature: opts.temperature, actionHorizon: opts.actionHorizon,
+    const r: EpisodeResult = runEpisode(env, policy, { seed, state, guidance, sampler: opts.sampler, steps: opts.steps, candidates: opts.candidates, pinExecuted: opts.pinExecuted, observe, temperature: opts.temperature, actionHorizon: opts.actionHorizon, replanWhen: opts.replanWhen,
       onChunk: opts.onChunk ? (c) => opts.onChunk!(i, c) : undefined, onStep: opts.onStep ? (n, r) => opts.onStep!(i, n, r) : undefined });
     lat.push(...r.chunkLatenciesMs);
+    totalSteps += r.steps;
+    earlyReplans += r.earlyReplans;
     let s: EpisodeSummary;
     if (env.name === 'pusht') {
       s = { seed, success: r.success, steps: r.steps, finalCoverage: Number(r.finalInfo.coverage ?? 0), maxReward: r.maxReward, violations: pushtViolations(r.observations, constraints) };
@@ -181,6 +191,8 @@ export function evaluatePolicy(env: Env, policy: DiffusionPolicy, opts: EvalOpti
     modes: env.name === 'arm-reach' ? modes : undefined,
     episodesWithViolations: per.filter((p) => p.violations > 0).length,
     meanViolationSteps: mean(per.map((p) => p.violations)),
+    meanActionsPerChunk: lat.length > 0 ? totalSteps / lat.length : NaN,
+    earlyReplans,
     latencyMs: { p50: percentile(lat, 50), p99: percentile(lat, 99), mean: mean(lat), chunks: lat.length },
     perEpisode: per,
   };

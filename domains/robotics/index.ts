@@ -20,3 +20,4 @@ export { PolicyClient, RemotePolicy, type PolicyClientOptions, type RemotePolicy
 export { LocalPolicy } from './serve/localPolicy.js';
 export { BridgeClient, BridgeServer, serveBridgeStream, type BridgeOptions, type BridgeServerOptions } from './serve/bridge.js';
 export { shippedPolicyDir } from './serve/cli.js';
+export { armReachReplanCheck, type ArmReachReplanOptions, type ArmReachDrive, type ReplanCheck } from './env/armReachReplan.js';

@@ -60,6 +60,36 @@ describe('evaluatePolicy', () => {
       expect(r.perEpisode[0].steps).toBe(12);
       expect(r.latencyMs.chunks).toBe(4);
       expect(() => evaluatePolicy(env, policy, { episodes: 1, seed: 2, actionHorizon: 16 })).toThrow(/^actionHorizon: expected <= 15/);
+      expect(r.earlyReplans).toBe(0);
+      expect(r.meanActionsPerChunk).toBe(3);
+    } finally {
+      env.close();
+      policy.dispose();
+    }
+  }, 60_000);
+
+  it('cuts a chunk short where replanWhen says so, and counts it', () => {
+    const policy = DiffusionPolicy.load(shippedPolicyDir('pusht'), { env: 'pusht' });
+    const env = new PushTEnv({ maxSteps: 16 });
+    try {
+      const calls: number[] = [];
+      // Replan before the third action of every chunk: 16 steps of 2 actions = 8 chunks.
+      const r = evaluatePolicy(env, policy, {
+        episodes: 1,
+        seed: 2,
+        replanWhen: (obs, upcoming) => {
+          expect(obs).toHaveLength(5);
+          calls.push(upcoming.length);
+          return upcoming.length === 6;
+        },
+      });
+      expect(r.perEpisode[0].steps).toBe(16);
+      expect(r.latencyMs.chunks).toBe(8);
+      // The eighth chunk ends with the episode (step 16) before its third action is asked about.
+      expect(r.earlyReplans).toBe(7);
+      expect(r.meanActionsPerChunk).toBe(2);
+      // Asked before actions 2 and 3 of each chunk (7 and 6 still to run), never before the first.
+      expect(calls).toEqual([...Array.from({ length: 7 }, () => [7, 6]).flat(), 7]);
     } finally {
       env.close();
       policy.dispose();

@@ -14,6 +14,8 @@ export interface EpisodeResult {
   readonly maxReward: number;
   readonly finalInfo: Readonly<Record<string, number | boolean | string>>;
   readonly chunkLatenciesMs: number[];
+  /** Chunks cut short by `replanWhen` (0 without it). */
+  readonly earlyReplans: number;
   /** Executed actions, one per step. */
   readonly actions: Float64Array[];
   readonly observations: Float64Array[];
@@ -30,6 +32,15 @@ export interface RunOptions extends PredictOptions {
   readonly observe?: (obs: Float64Array) => Float64Array;
   /** Actions executed per chunk before replanning (default: the policy's trained Ta). */
   readonly actionHorizon?: number;
+  /**
+   * Early replanning: called before each action of a chunk after its first, with the latest
+   * observation and the chunk's actions still to run (the next one first); true stops the
+   * chunk there and samples the next one from the current observations. Receding horizon
+   * with Ta as the most actions a chunk runs, fewer where the check (e.g. a predicted
+   * collision, `armReachReplanCheck`) says the rest of the chunk is no longer safe to run
+   * open loop.
+   */
+  readonly replanWhen?: (observation: Float64Array, upcoming: readonly Float64Array[]) => boolean;
   /** Called with every chunk before it is executed (diagnostics: e.g. the chunk's guidance cost). */
   readonly onChunk?: (c: { readonly index: number; readonly step: number; readonly chunk: Float32Array; readonly window: readonly Float64Array[] }) => void;
   /** Called after every environment step with its 1-based number. */
@@ -51,6 +62,7 @@ export function runEpisode(env: Env, policy: DiffusionPolicy, opts: RunOptions):
   let info: Readonly<Record<string, number | boolean | string>> = {};
   let steps = 0;
   let chunkIndex = 0;
+  let earlyReplans = 0;
   while (steps < maxSteps && !success) {
     // Chunk step k is the action at time t-To+1+k, so the To-1 most recent executed actions
     // occupy the chunk's first positions; pinning them keeps consecutive chunks continuous.
@@ -61,7 +73,13 @@ export function runEpisode(env: Env, policy: DiffusionPolicy, opts: RunOptions):
     latencies.push(latencyMs);
     opts.onChunk?.({ index: chunkIndex, step: steps, chunk: chunks[0], window });
     chunkIndex++;
-    for (const a of policy.executable(chunks[0], opts.actionHorizon)) {
+    const run = policy.executable(chunks[0], opts.actionHorizon);
+    for (let k = 0; k < run.length; k++) {
+      if (k > 0 && opts.replanWhen && opts.replanWhen(obs, run.slice(k))) {
+        earlyReplans++;
+        break;
+      }
+      const a = run[k];
       const r = env.step(a);
       steps++;
       actions.push(a);
@@ -80,7 +98,7 @@ export function runEpisode(env: Env, policy: DiffusionPolicy, opts: RunOptions):
       if (r.truncated || steps >= maxSteps) break;
     }
   }
-  return { seed: opts.seed, steps, success, totalReward: total, maxReward, finalInfo: info, chunkLatenciesMs: latencies, actions, observations };
+  return { seed: opts.seed, steps, success, totalReward: total, maxReward, finalInfo: info, chunkLatenciesMs: latencies, earlyReplans, actions, observations };
 }
 
 export function percentile(values: readonly number[], p: number): number {
