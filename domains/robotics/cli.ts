@@ -8,6 +8,7 @@ import { PATH_KINDS } from '../../src/path/index.js';
 import { SAMPLER_NAMES } from '../../src/sample/registry.js';
 import { ArmReachEnv } from './env/armReach.js';
 import { armReachReplanCheck } from './env/armReachReplan.js';
+import { pushtReplanCheck } from './env/pushtReplan.js';
 import { collectDemos } from './expert/armReachExpert.js';
 import { collectCorrectionsParallel } from './expert/parallelCorrections.js';
 import { readEpisodesMcap, writeEpisodesMcap, type EpisodeRecord } from './data/episodes.js';
@@ -58,8 +59,9 @@ const USAGE = `usage: scoreflow robot <subcommand> [options]
           --guide-mode projection moves each denoised chunk K Polyak steps towards zero constraint cost
           (obstacle / region / limits; each step at most X in normalised units), --guide-substeps S
           checks arm-reach obstacles at S poses per control period;
-          --replan-clearance (arm-reach) cuts a chunk short and samples the next one when the next N actions
-          (default 2) would bring a link within M metres of an obstacle)
+          --replan-clearance cuts a chunk short and samples the next one when its next N actions (default 2)
+          would bring a link within M metres of an obstacle (arm-reach) or the agent within M pixels of a
+          forbidden circle (Push-T, with --novel-obstacles))
   serve   [--checkpoint DIR | --env E] [--port P] [--tcp-port P] [--live-view-port P] [--json]
           PolicyService over gRPC (see 'robot serve --help')
   bridge  --stdio [--checkpoint DIR | --env E]    one policy session over stdin/stdout frames
@@ -319,8 +321,9 @@ async function robotEval(argv: string[]): Promise<number> {
   if (typeof o.checkpoint !== 'string') throw new UsageError('--checkpoint DIR is required');
   const json = Boolean(o.json);
   const replanClearance = o['replan-clearance'] === undefined ? undefined : numOpt(o['replan-clearance'], 'replan-clearance', 0);
-  if (replanClearance !== undefined && envName !== 'arm-reach') throw new UsageError('--replan-clearance: only arm-reach has obstacles to keep clear of');
-  if (replanClearance !== undefined && !(replanClearance >= 0 && replanClearance <= 0.2)) throw new UsageError(`--replan-clearance: expected metres in [0, 0.2], received ${replanClearance}`);
+  const clearanceMax = envName === 'arm-reach' ? 0.2 : 512;
+  const clearanceUnit = envName === 'arm-reach' ? 'metres' : 'pixels';
+  if (replanClearance !== undefined && !(replanClearance >= 0 && replanClearance <= clearanceMax)) throw new UsageError(`--replan-clearance: expected ${clearanceUnit} in [0, ${clearanceMax}] for ${envName}, received ${replanClearance}`);
   if (o['replan-lookahead'] !== undefined && replanClearance === undefined) throw new UsageError('--replan-lookahead: only with --replan-clearance');
   const replanLookahead = intOpt(o['replan-lookahead'], 'replan-lookahead', 2, 1);
   await setBackend('auto');
@@ -349,7 +352,8 @@ async function robotEval(argv: string[]): Promise<number> {
       pinExecuted: o['pin-executed'] ? 1 : 0,
       temperature,
       actionHorizon,
-      replanWhen: replanClearance === undefined ? undefined : armReachReplanCheck(env as ArmReachEnv, { clearance: replanClearance, lookahead: replanLookahead }),
+      replanWhen: replanClearance === undefined || envName !== 'arm-reach' ? undefined : armReachReplanCheck(env as ArmReachEnv, { clearance: replanClearance, lookahead: replanLookahead }),
+      replanFor: replanClearance === undefined || envName !== 'pusht' ? undefined : (circles) => pushtReplanCheck(circles, { margin: replanClearance, lookahead: replanLookahead }),
       onEpisode: (i, s) => bar.update({ success: s.success ? 1 : 0 }, (i + 1) / episodes),
     });
     bar.done();

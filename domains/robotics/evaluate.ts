@@ -33,6 +33,8 @@ export interface EvalOptions {
   readonly actionHorizon?: number;
   /** Early replanning check (RunOptions.replanWhen), e.g. armReachReplanCheck. */
   readonly replanWhen?: RunOptions['replanWhen'];
+  /** The same per episode, from its novel constraints (e.g. pushtReplanCheck); replaces replanWhen. */
+  readonly replanFor?: (constraints: readonly Circle[]) => RunOptions['replanWhen'];
   readonly onEpisode?: (i: number, r: EpisodeSummary) => void;
   /** Diagnostics: called before episode i runs, with its novel constraints and guidance terms. */
   readonly onEpisodeStart?: (i: number, e: { readonly seed: number; readonly constraints: readonly Circle[]; readonly guidance?: readonly CostTerm[] }) => void;
@@ -151,7 +153,7 @@ export function evaluatePolicy(env: Env, policy: DiffusionPolicy, opts: EvalOpti
     // Novel obstacles are physics and guidance only: the policy's observation shows the
     // obstacle slots as it saw them in training (absent), so it meets them only through guidance.
     const observe = env.name === 'arm-reach' && constraints.length > 0 ? hideExtraObstacles : undefined;
-    const r: EpisodeResult = runEpisode(env, policy, { seed, state, guidance, sampler: opts.sampler, steps: opts.steps, candidates: opts.candidates, pinExecuted: opts.pinExecuted, observe, temperature: opts.temperature, actionHorizon: opts.actionHorizon, replanWhen: opts.replanWhen,
+    const r: EpisodeResult = runEpisode(env, policy, { seed, state, guidance, sampler: opts.sampler, steps: opts.steps, candidates: opts.candidates, pinExecuted: opts.pinExecuted, observe, temperature: opts.temperature, actionHorizon: opts.actionHorizon, replanWhen: opts.replanFor ? opts.replanFor(constraints) : opts.replanWhen,
       onChunk: opts.onChunk ? (c) => opts.onChunk!(i, c) : undefined, onStep: opts.onStep ? (n, r) => opts.onStep!(i, n, r) : undefined });
     lat.push(...r.chunkLatenciesMs);
     totalSteps += r.steps;

@@ -21,3 +21,4 @@ export { LocalPolicy } from './serve/localPolicy.js';
 export { BridgeClient, BridgeServer, serveBridgeStream, type BridgeOptions, type BridgeServerOptions } from './serve/bridge.js';
 export { shippedPolicyDir } from './serve/cli.js';
 export { armReachReplanCheck, type ArmReachReplanOptions, type ArmReachDrive, type ReplanCheck } from './env/armReachReplan.js';
+export { pushtReplanCheck, type PushtReplanOptions, type ForbiddenCircle } from './env/pushtReplan.js';

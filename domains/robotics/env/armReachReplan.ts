@@ -30,7 +30,11 @@ export interface ArmReachDrive {
   readonly maxJointSpeed: number;
 }
 
-export type ReplanCheck = (observation: Float64Array, upcoming: readonly Float64Array[]) => boolean;
+/**
+ * `RunOptions.replanWhen`: the latest observation, the chunk's actions still to run (next one
+ * first) and the observation one control step before the latest; true: sample a new chunk now.
+ */
+export type ReplanCheck = (observation: Float64Array, upcoming: readonly Float64Array[], previous?: Float64Array) => boolean;
 
 export function armReachReplanCheck(drive: ArmReachDrive, opts: ArmReachReplanOptions): ReplanCheck {
   if (!drive || typeof drive !== 'object') fail('armReachReplanCheck: expected the environment (dt, actionMode, maxJointSpeed) as first argument');

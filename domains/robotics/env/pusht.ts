@@ -33,6 +33,8 @@ const SIM_HZ = 100;
 const CONTROL_HZ = 10;
 const KP = 100;
 const KV = 20;
+/** The agent's PD controller and rates, for models of its motion (guidance costs, replanning). */
+export const PUSHT_PD = { kp: KP, kv: KV, substeps: SIM_HZ / CONTROL_HZ, controlDt: 1 / CONTROL_HZ } as const;
 const WALL_RADIUS = 2;
 /** Speed limit of bodies in planck (px/s); planck's default (2 units per step) would be far lower. */
 const MAX_SPEED = 20000;

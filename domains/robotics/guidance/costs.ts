@@ -22,7 +22,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { checkNumber, checkOneOf, fail } from '../../../src/util/validate.js';
 import { JOINT_LIMITS, LINK_LENGTHS, LINK_RADIUS, type Obstacle } from '../env/armReachKinematics.js';
 import { MAX_OBSTACLES, OBS_LAYOUT } from '../env/armReachSpec.js';
-import { PUSHT_AGENT_RADIUS, PUSHT_SIZE } from '../env/pusht.js';
+import { PUSHT_AGENT_RADIUS, PUSHT_PD, PUSHT_SIZE } from '../env/pusht.js';
 import { GUIDE_MODES, type ChunkCost, type CostTerm, type GuideMode } from '../policy/policy.js';
 
 /** A circle in the environment's units: Push-T pixels, arm-reach metres. */
@@ -162,11 +162,8 @@ export interface PushtForbiddenRegionOptions {
   readonly model?: 'targets' | 'path';
 }
 
-/** Push-T PD controller and rates (the environment's, see env/pusht.ts). */
-const PUSHT_KP = 100;
-const PUSHT_KV = 20;
-const PUSHT_SUBSTEPS = 10;
-const PUSHT_CONTROL_DT = 0.1;
+/** Push-T PD controller and rates (the environment's). */
+const { kp: PUSHT_KP, kv: PUSHT_KV, substeps: PUSHT_SUBSTEPS, controlDt: PUSHT_CONTROL_DT } = PUSHT_PD;
 
 /**
  * Linear response of the PD-driven agent (one axis) over the chunk's rows from `start` on, at

@@ -34,13 +34,14 @@ export interface RunOptions extends PredictOptions {
   readonly actionHorizon?: number;
   /**
    * Early replanning: called before each action of a chunk after its first, with the latest
-   * observation and the chunk's actions still to run (the next one first); true stops the
+   * observation, the chunk's actions still to run (the next one first) and the observation
+   * one step before the latest; true stops the
    * chunk there and samples the next one from the current observations. Receding horizon
    * with Ta as the most actions a chunk runs, fewer where the check (e.g. a predicted
    * collision, `armReachReplanCheck`) says the rest of the chunk is no longer safe to run
    * open loop.
    */
-  readonly replanWhen?: (observation: Float64Array, upcoming: readonly Float64Array[]) => boolean;
+  readonly replanWhen?: (observation: Float64Array, upcoming: readonly Float64Array[], previous?: Float64Array) => boolean;
   /** Called with every chunk before it is executed (diagnostics: e.g. the chunk's guidance cost). */
   readonly onChunk?: (c: { readonly index: number; readonly step: number; readonly chunk: Float32Array; readonly window: readonly Float64Array[] }) => void;
   /** Called after every environment step with its 1-based number. */
@@ -75,7 +76,7 @@ export function runEpisode(env: Env, policy: DiffusionPolicy, opts: RunOptions):
     chunkIndex++;
     const run = policy.executable(chunks[0], opts.actionHorizon);
     for (let k = 0; k < run.length; k++) {
-      if (k > 0 && opts.replanWhen && opts.replanWhen(obs, run.slice(k))) {
+      if (k > 0 && opts.replanWhen && opts.replanWhen(obs, run.slice(k), observations[observations.length - 2])) {
         earlyReplans++;
         break;
       }
