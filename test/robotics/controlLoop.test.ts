@@ -258,6 +258,55 @@ describe('controlLoop: chunks', () => {
     await finish(h);
   });
 
+  it('replanWhen: a chunk the check calls unsafe is replaced early; a throwing check is reported and ignored', async () => {
+    const calls: { rows: number; t: number; prevT: number | undefined; firstRowT: number }[] = [];
+    const h = harness(
+      { latencyMs: 80 },
+      {
+        replanWhen: (obs, upcoming, previous) => {
+          calls.push({ rows: upcoming.length, t: obs[0]!, prevT: previous?.[0], firstRowT: upcoming[0]![0]! });
+          return upcoming.length <= 4;
+        },
+      },
+    );
+    await h.clock.advance(20_000);
+    const snap = h.loop.snapshot();
+    const replans = ofKind(h.events, 'replan');
+    expect(replans.length).toBeGreaterThan(20);
+    expect(snap.earlyReplans).toBe(replans.length);
+    expect(snap.deadlineMisses).toBe(0);
+    for (const r of replans) expect(r.rowsLeft).toBeLessThanOrEqual(4);
+    // Each replan is followed at once by a request (same time), made with time left on the chunk.
+    for (const r of replans) {
+      const req = h.events.find((e) => e.kind === 'request' && e.timeMs === r.timeMs);
+      expect(req).toBeDefined();
+      expect((req as Extract<ControlLoopEvent, { kind: 'request' }>).remainingMs).toBeGreaterThan(220);
+    }
+    // The check sees the rows from the observation's time on (next row first), never past the
+    // executable part (8 rows), and the previous observation (20 ms earlier).
+    for (const c of calls) {
+      expect(c.rows).toBeGreaterThan(0);
+      expect(c.rows).toBeLessThanOrEqual(8);
+      expect(c.firstRowT).toBeGreaterThanOrEqual(c.t - 1e-9);
+      expect(c.firstRowT - c.t).toBeLessThan(0.1 + 1e-9);
+      if (c.prevT !== undefined) expect(c.t - c.prevT).toBeCloseTo(0.02, 9);
+    }
+    // Chunks now come about every 800 - 400 - 80 ms instead of every 580 ms.
+    expect(snap.chunksReceived).toBeGreaterThan(Math.ceil(20_000 / 580) + 5);
+    await finish(h);
+
+    const g = harness({ latencyMs: 80 }, { replanWhen: () => { throw new Error('check broke'); } });
+    await g.clock.advance(5_000);
+    const errors = ofKind(g.events, 'callback-error');
+    expect(errors.length).toBeGreaterThan(0);
+    expect(errors.every((e) => e.where === 'replanWhen' && e.message === 'check broke')).toBe(true);
+    expect(g.loop.snapshot().earlyReplans).toBe(0);
+    expect(g.loop.snapshot().deadlineMisses).toBe(0);
+    expect(g.loop.snapshot().chunksReceived).toBeGreaterThan(5);
+    await finish(g);
+    expect(() => controlLoop({ policy: new FakePolicy({ clock: new VirtualClock(0), latencyMs: 1 }), observations$: new Subject<TimedObservation>(), rateHz: 50, replanWhen: 3 as never })).toThrow(/^replanWhen: expected a function/);
+  });
+
   it('pinLatency: each request pins the rows the loop executes until the expected arrival', async () => {
     const h = harness({ latencyMs: 150 }, { pinLatency: true });
     await h.clock.advance(10_000);

@@ -187,6 +187,15 @@ export interface ControlLoopOptions {
   readonly stopTimeoutMs?: number;
   /** Default `systemClock()`. */
   readonly clock?: LoopClock;
+  /**
+   * Early replanning (opt-in): called with every valid observation while a chunk is active and
+   * no request is in flight, with the chunk's rows from the observation's time to the end of its
+   * executable part (next row first) and the previous valid observation's state. True requests
+   * the next chunk now instead of `requestLeadMs` before the executable part ends ('replan'
+   * event, `earlyReplans` counter); e.g. `armReachReplanCheck`. A throwing check is reported
+   * ('callback-error') and counts as false.
+   */
+  readonly replanWhen?: (observation: Float64Array, upcoming: readonly Float64Array[], previous?: Float64Array) => boolean;
 }
 
 interface EventBase {
@@ -218,7 +227,8 @@ export type ControlLoopEvent = EventBase &
     | { readonly kind: 'safe-stop'; readonly tickTimeMs: number }
     | { readonly kind: 'recovered'; readonly from: 'hold' | 'extrapolate' | 'stop'; readonly chunkSeq: number }
     | { readonly kind: 'ticks-skipped'; readonly count: number; readonly lateMs: number }
-    | { readonly kind: 'callback-error'; readonly where: 'policy.observe' | 'safeAction'; readonly message: string; readonly error: unknown }
+    | { readonly kind: 'replan'; readonly obsSeq: number; readonly chunkSeq: number; readonly rowsLeft: number }
+    | { readonly kind: 'callback-error'; readonly where: 'policy.observe' | 'safeAction' | 'replanWhen'; readonly message: string; readonly error: unknown }
   );
 
 /** Cumulative counters and state, readable at any time. */
@@ -243,6 +253,8 @@ export interface ControlLoopSnapshot {
   readonly requestLeadMs: number;
   readonly overlapErrorMax: number;
   readonly lastSource: ActionSource | null;
+  /** Requests made early because `replanWhen` said so. */
+  readonly earlyReplans: number;
 }
 
 export interface ControlLoop {
@@ -290,6 +302,7 @@ interface ResolvedOptions {
   readonly metricsIntervalMs: number;
   readonly stopTimeoutMs: number;
   readonly clock: LoopClock;
+  readonly replanWhen: ControlLoopOptions['replanWhen'];
 }
 
 function checkVector(name: string, v: unknown, dim: number): Float64Array {
@@ -367,7 +380,9 @@ function resolveOptions(opts: ControlLoopOptions): ResolvedOptions {
   if (clock === null || typeof clock !== 'object' || typeof clock.now !== 'function' || typeof clock.setTimer !== 'function') {
     fail(`clock: expected { now(): number; setTimer(fn, delayMs): cancel }, received ${describe(clock)}`);
   }
+  if (opts.replanWhen !== undefined && typeof opts.replanWhen !== 'function') fail(`replanWhen: expected a function (observation, upcoming, previous) => boolean, received ${describe(opts.replanWhen)}`);
   return {
+    replanWhen: opts.replanWhen,
     policy,
     info,
     observations$: opts.observations$,
@@ -452,6 +467,10 @@ class Loop {
   private observationsDropped = 0;
   private observationsInvalid = 0;
   private overlapErrorMax = 0;
+  private earlyReplans = 0;
+  /** Seq of the active chunk that `replanWhen` asked to replace (-1: none). */
+  private replanChunkSeq = -1;
+  private previousState: Float64Array | undefined = undefined;
 
   // Current metrics window.
   private winStartMs: number;
@@ -619,7 +638,29 @@ class Loop {
       else this.observationsDropped++;
     }
     this.pending = obs;
+    this.checkReplan(obs);
+    this.previousState = obs.state;
     this.maybeRequest(this.clock.now());
+  }
+
+  /** Early replanning: ask `replanWhen` whether the rest of the active chunk is still safe. */
+  private checkReplan(obs: TimedObservation): void {
+    const check = this.o.replanWhen;
+    const chunk = this.activeChunk;
+    if (!check || chunk === null || this.inFlight !== null || this.replanChunkSeq === chunk.seq) return;
+    const upcoming = chunk.rowsBetween(obs.timeMs, this.lastExecRow);
+    if (upcoming.length === 0) return;
+    let replan = false;
+    try {
+      replan = check(obs.state, upcoming, this.previousState) === true;
+    } catch (error) {
+      this.emit({ kind: 'callback-error', where: 'replanWhen', message: errorMessage(error), error, timeMs: this.clock.now() });
+      return;
+    }
+    if (!replan) return;
+    this.replanChunkSeq = chunk.seq;
+    this.earlyReplans++;
+    this.emit({ kind: 'replan', obsSeq: obs.seq, chunkSeq: chunk.seq, rowsLeft: upcoming.length, timeMs: this.clock.now() });
   }
 
   private observationProblem(obs: TimedObservation): string | null {
@@ -652,7 +693,7 @@ class Loop {
 
   private needsChunk(now: number): boolean {
     const chunk = this.activeChunk;
-    if (chunk === null) return true;
+    if (chunk === null || this.replanChunkSeq === chunk.seq) return true;
     return chunk.execEndMs - now < this.leadMsValue;
   }
 
@@ -873,6 +914,7 @@ class Loop {
       pendingObservations: this.pending === null ? 0 : 1,
       requestLeadMs: this.leadMsValue,
       overlapErrorMax: this.overlapErrorMax,
+      earlyReplans: this.earlyReplans,
       lastSource: this.lastSource,
     };
   }

@@ -49,6 +49,18 @@ export class ChunkTrajectory implements ActionTrajectory {
     this.execEndMs = this.startMs + Math.min(this.rowCount - 1, lastExecRow + 1) * this.dtMs;
   }
 
+  /**
+   * Copies of the rows meant for times at or after `tMs` (to within a microsecond), up to row
+   * `lastRow` (clamped to the last row): what the chunk still has to run, next row first.
+   */
+  rowsBetween(tMs: number, lastRow: number): Float64Array[] {
+    const first = Math.max(0, Math.ceil((tMs - this.startMs) / this.dtMs - 1e-6));
+    const last = Math.min(this.rowCount - 1, lastRow);
+    const out: Float64Array[] = [];
+    for (let k = first; k <= last; k++) out.push(this.rows.slice(k * this.dim, (k + 1) * this.dim));
+    return out;
+  }
+
   valueAt(tMs: number, out: Float64Array): void {
     const d = this.dim;
     const u = (tMs - this.startMs) / this.dtMs;
