@@ -65,6 +65,8 @@ export interface DriveResult {
   readonly inferenceP50Ms: number;
   readonly inferenceP99Ms: number;
   readonly overlapErrorMax: number;
+  /** Chunks requested early because the loop's `replanWhen` said so. */
+  readonly earlyReplans: number;
 }
 
 export async function driveEnv(env: Env, policy: ChunkPolicy, opts: DriveOptions): Promise<DriveResult> {
@@ -99,7 +101,7 @@ export async function driveEnv(env: Env, policy: ChunkPolicy, opts: DriveOptions
   // Time the loops ran (episode starts to ends), the base of achievedRateHz: between episodes the
   // driver waits for the last request to settle with no loop ticking.
   let loopMs = 0;
-  const totals = { ticks: 0, deadlineMisses: 0, safeStops: 0, ticksSkipped: 0, chunksReceived: 0, inferenceErrors: 0, overlapErrorMax: 0 };
+  const totals = { ticks: 0, earlyReplans: 0, deadlineMisses: 0, safeStops: 0, ticksSkipped: 0, chunksReceived: 0, inferenceErrors: 0, overlapErrorMax: 0 };
   const t0 = clock.now();
   const deadline = t0 + seconds * 1000;
 
@@ -196,6 +198,7 @@ export async function driveEnv(env: Env, policy: ChunkPolicy, opts: DriveOptions
     const snap = loop.snapshot();
     totals.ticks += snap.ticks;
     totals.deadlineMisses += snap.deadlineMisses;
+    totals.earlyReplans += snap.earlyReplans;
     totals.safeStops += snap.safeStops;
     totals.ticksSkipped += snap.ticksSkipped;
     totals.chunksReceived += snap.chunksReceived;
@@ -219,6 +222,7 @@ export async function driveEnv(env: Env, policy: ChunkPolicy, opts: DriveOptions
     jitterP99Ms: r2(percentile(jitter, 99)),
     jitterMaxMs: r2(jitter.reduce((m, x) => Math.max(m, x), -Infinity)),
     deadlineMisses: totals.deadlineMisses,
+    earlyReplans: totals.earlyReplans,
     safeStops: totals.safeStops,
     ticksSkipped: totals.ticksSkipped,
     chunksReceived: totals.chunksReceived,

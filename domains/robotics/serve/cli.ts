@@ -14,6 +14,10 @@ import { ENV_NAMES, envForPolicy } from '../envs.js';
 import { circlesArg, GUIDE_ARG_OPTIONS, GUIDE_ARG_USAGE, guidanceFromArgs } from '../guidance/args.js';
 import { checkGuidanceConfig, describeGuidance } from '../guidance/config.js';
 import { DiffusionPolicy } from '../policy/policy.js';
+import type { ChunkPolicy } from '../control/types.js';
+import { ArmReachEnv } from '../env/armReach.js';
+import { armReachReplanCheck, type ReplanCheck } from '../env/armReachReplan.js';
+import type { Env } from '../env/types.js';
 import { BridgeServer, serveBridgeStream } from './bridge.js';
 import { enginePredictOptions, WorkerEngine, type SamplingOverride } from './engine.js';
 import { PolicyServer } from './grpcServer.js';
@@ -30,14 +34,19 @@ export const SERVE_USAGE = `usage: scoreflow robot serve [--checkpoint DIR | --e
        scoreflow robot bridge --stdio [--checkpoint DIR | --env E] [...]
        one policy session over stdin/stdout with length-delimited frames
        scoreflow robot drive [--checkpoint DIR | --env E] [--seconds S] [--episodes N] [--seed N] [--rate-hz R]
-          [--blend-ms MS] [--pin-latency] [--virtual-latency MS] [--step-on ticks|timer] [sampling and --guide options as for serve] [--json]
+          [--blend-ms MS] [--pin-latency] [--virtual-latency MS] [--step-on ticks|timer] [--action-horizon Ta]
+          [--replan-clearance M [--replan-lookahead N]] [sampling and --guide options as for serve] [--json]
        run the environment in real time through the same served policy (worker thread) and the
        RxJS control loop, one loop per episode; prints episodes, successes, collisions, latency.
        --virtual-latency runs the same loop on a virtual clock with the policy answering MS after
        each request (deterministic, faster than real time; --seconds is then virtual time);
        --step-on: the robot's periods start on loop ticks (default) or on its own timer;
        --pin-latency: each request pins the rows the loop executes until the chunk arrives
-       (Observation.pinned_actions), so the new chunk continues what actually happens`;
+       (Observation.pinned_actions), so the new chunk continues what actually happens;
+       --action-horizon: rows of each chunk the loop executes before its next request is due
+       (default: the policy's stored Ta); --replan-clearance (arm-reach): request the next chunk at
+       once when the current one's next N rows (default 2) would bring a link within M metres of an
+       obstacle in the latest observation`;
 
 /** The committed model for an environment: models/<env>-policy at the package root. */
 export function shippedPolicyDir(env: string): string {
@@ -80,7 +89,23 @@ const DRIVE_OPTIONS: OptionSpec = {
   'virtual-latency': { type: 'string' },
   'step-on': { type: 'string' },
   'pin-latency': { type: 'boolean' },
+  'action-horizon': { type: 'string' },
+  'replan-clearance': { type: 'string' },
+  'replan-lookahead': { type: 'string' },
 };
+
+/** The same policy with another executable part per chunk (what the control loop runs before its next request). */
+function withActionHorizon(p: ChunkPolicy, actionHorizon: number): ChunkPolicy {
+  const max = p.info.predHorizon - p.info.currentRow;
+  if (!(actionHorizon >= 1 && actionHorizon <= max)) throw new UsageError(`--action-horizon: expected an integer in [1, ${max}] for this policy, received ${actionHorizon}`);
+  return {
+    info: { ...p.info, actionHorizon },
+    observe: (o) => p.observe(o),
+    requestChunk: (o, opts) => p.requestChunk(o, opts),
+    reset: () => p.reset(),
+    close: () => p.close(),
+  };
+}
 
 /** Checkpoint, environment and sampling override (with guidance, checked against the policy) from the options. */
 function samplingFromArgs(o: Record<string, string | boolean | undefined>): { checkpoint: string; env: string | undefined; sampling: SamplingOverride } {
@@ -178,6 +203,18 @@ export async function robotDrive(argv: string[]): Promise<number> {
   const virtualLatency = o['virtual-latency'] === undefined ? undefined : numOpt(o['virtual-latency'], 'virtual-latency', 30);
   if (virtualLatency !== undefined && !(virtualLatency >= 0 && virtualLatency <= 10_000)) throw new UsageError(`--virtual-latency: expected a number of ms in [0, 10000], received '${String(o['virtual-latency'])}'`);
   const stepOn = o['step-on'] === undefined ? undefined : choiceOpt(o['step-on'], 'step-on', ['ticks', 'timer'] as const, 'ticks');
+  const actionHorizon = o['action-horizon'] === undefined ? undefined : intOpt(o['action-horizon'], 'action-horizon', 8, 1);
+  const replanClearance = o['replan-clearance'] === undefined ? undefined : numOpt(o['replan-clearance'], 'replan-clearance', 0.02);
+  if (replanClearance !== undefined && !(replanClearance >= 0 && replanClearance <= 0.2)) throw new UsageError(`--replan-clearance: expected metres in [0, 0.2], received '${String(o['replan-clearance'])}'`);
+  if (o['replan-lookahead'] !== undefined && replanClearance === undefined) throw new UsageError('--replan-lookahead: only with --replan-clearance');
+  const replanLookahead = intOpt(o['replan-lookahead'], 'replan-lookahead', 2, 1);
+  /** The control-loop options that depend on the environment (early replanning needs arm-reach). */
+  const replanFor = (env: Env): { replanWhen?: ReplanCheck } => {
+    if (replanClearance === undefined) return {};
+    if (!(env instanceof ArmReachEnv)) throw new UsageError(`--replan-clearance: only arm-reach has obstacles to keep clear of (this policy is for ${env.name})`);
+    return { replanWhen: armReachReplanCheck(env, { clearance: replanClearance, lookahead: replanLookahead }) };
+  };
+  const horizon = (p: ChunkPolicy): ChunkPolicy => (actionHorizon === undefined ? p : withActionHorizon(p, actionHorizon));
   const driveOpts = { rateHz, seconds, seed, ...(stepOn === undefined ? {} : { stepOn }), ...(episodes === undefined ? {} : { maxEpisodes: episodes }), ...(blendMs === undefined ? {} : { blendMs }), ...(o['pin-latency'] ? { pinLatency: true } : {}) };
   const report = (r: DriveResult, head: Record<string, unknown>): void => {
     const out = { event: 'drive', ...head, seed, rateHz, ...r };
@@ -198,8 +235,8 @@ export async function robotDrive(argv: string[]): Promise<number> {
     try {
       const clock = new VirtualClock(0);
       const policy = new SimulatedLatencyPolicy(dp, { clock, latencyMs: virtualLatency, dtMs: env.dt * 1000, predict: enginePredictOptions(dp, sampling), seed });
-      const r = await driveEnv(env, policy, { ...driveOpts, clock });
-      report(r, { env: dp.config.env, virtualLatencyMs: virtualLatency, pinLatency: Boolean(o['pin-latency']), sampler: `${sampling.sampler ?? dp.config.sampler}@${sampling.steps ?? dp.config.samplingSteps}`, temperature: sampling.temperature ?? dp.config.temperature ?? 1, guidance: describeGuidance(sampling.guidance) || null });
+      const r = await driveEnv(env, horizon(policy), { ...driveOpts, ...replanFor(env), clock });
+      report(r, { env: dp.config.env, actionHorizon: actionHorizon ?? dp.config.actionHorizon, ...(replanClearance === undefined ? {} : { replanClearance, replanLookahead }), virtualLatencyMs: virtualLatency, pinLatency: Boolean(o['pin-latency']), sampler: `${sampling.sampler ?? dp.config.sampler}@${sampling.steps ?? dp.config.samplingSteps}`, temperature: sampling.temperature ?? dp.config.temperature ?? 1, guidance: describeGuidance(sampling.guidance) || null });
     } finally {
       env.close();
       dp.dispose();
@@ -211,8 +248,8 @@ export async function robotDrive(argv: string[]): Promise<number> {
   const policy = new LocalPolicy(host);
   const env = await envForPolicy(DiffusionPolicy.readConfig(parsed.checkpoint, { env: host.info.env }));
   try {
-    const r = await driveEnv(env, policy, driveOpts);
-    report(r, { env: host.info.env, modelVersion: host.info.modelVersion, pinLatency: Boolean(o['pin-latency']), sampler: `${host.info.sampler}@${host.info.samplingSteps}`, temperature: host.info.temperature, guidance: host.info.guidance || null });
+    const r = await driveEnv(env, horizon(policy), { ...driveOpts, ...replanFor(env) });
+    report(r, { env: host.info.env, actionHorizon: actionHorizon ?? policy.info.actionHorizon, ...(replanClearance === undefined ? {} : { replanClearance, replanLookahead }), modelVersion: host.info.modelVersion, pinLatency: Boolean(o['pin-latency']), sampler: `${host.info.sampler}@${host.info.samplingSteps}`, temperature: host.info.temperature, guidance: host.info.guidance || null });
   } finally {
     await policy.close();
     host.close();
