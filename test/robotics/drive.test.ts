@@ -8,6 +8,8 @@ import { envForPolicy } from '../../domains/robotics/envs.js';
 import { DiffusionPolicy } from '../../domains/robotics/policy/policy.js';
 import { shippedPolicyDir } from '../../domains/robotics/serve/cli.js';
 import { PushTEnv } from '../../domains/robotics/env/pusht.js';
+import { ArmReachEnv } from '../../domains/robotics/env/armReach.js';
+import { armReachReplanCheck } from '../../domains/robotics/env/armReachReplan.js';
 import { PolicyHost } from '../../domains/robotics/serve/host.js';
 import { LocalPolicy } from '../../domains/robotics/serve/localPolicy.js';
 import { EchoEngine } from './serveFixtures.js';
@@ -98,6 +100,18 @@ describe('driveEnv', () => {
       expect(a.r.achievedRateHz).toBeGreaterThanOrEqual(50);
       expect(a.r.achievedRateHz).toBeLessThan(51);
       expect(a.r.inferenceP50Ms).toBe(30);
+      expect(a.r.earlyReplans).toBe(0);
+      // Early replanning through the loop: the arm-reach check is asked with the chunk's rows and
+      // asks for new chunks (a 0.2 m clearance is violated whenever a link passes the central obstacle).
+      {
+        const clock = new VirtualClock(0);
+        const policy = new SimulatedLatencyPolicy(dp, { clock, latencyMs: 30, dtMs: 100, seed: 1000 });
+        const replanWhen = armReachReplanCheck(env as ArmReachEnv, { clearance: 0.2 });
+        const r = await driveEnv(env, policy, { rateHz: 50, seconds: 3600, seed: 1000, maxEpisodes: 1, clock, replanWhen });
+        expect(r.episodesFinished).toBe(1);
+        expect(r.earlyReplans).toBeGreaterThan(0);
+        expect(r.deadlineMisses).toBe(0);
+      }
       // Faster than real time: the episodes cover more virtual seconds than they take.
       expect(a.wallMs / 1000).toBeLessThan(a.r.elapsedSeconds);
       expect(() => new SimulatedLatencyPolicy(dp, { clock: new VirtualClock(), latencyMs: -1, dtMs: 100 })).toThrow(/latencyMs/);
