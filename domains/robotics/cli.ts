@@ -23,7 +23,7 @@ import { DEFAULT_DISTILL_SIGMA_DATA, policyDistiller, policyReflow } from './pol
 import type { Demo } from './policy/windows.js';
 import { GUIDE_ARG_OPTIONS, GUIDE_ARG_USAGE, guidanceFromArgs } from './guidance/args.js';
 import { checkGuidanceConfig, guidancePredictOptions } from './guidance/config.js';
-import { robotBridge, robotDrive, robotServe } from './serve/cli.js';
+import { replanClearanceOpt, robotBridge, robotDrive, robotServe } from './serve/cli.js';
 
 const USAGE = `usage: scoreflow robot <subcommand> [options]
   import  --zarr PATH [--out FILE.mcap]            Diffusion Policy replay buffer -> episode MCAP
@@ -47,13 +47,15 @@ const USAGE = `usage: scoreflow robot <subcommand> [options]
           [--method consistency [--sigma-data S] | --method reflow [--pairs K] [--student-steps S]]
           distil a trained policy into a one- or few-step policy: consistency distillation, or
           reflow (train on the teacher's own (noise, chunk) pairs, so 1-2 flow steps follow them)
-  export  --env E --checkpoint DIR --out DIR [--temperature X] [--action-horizon Ta]
+  export  --env E --checkpoint DIR --out DIR [--temperature X] [--action-horizon Ta] [--replan-clearance M|off]
           inference-only copy (EMA weights, no optimiser state); --temperature stores the
           policy's default sampling temperature (scale of the starting noise, default 1),
-          --action-horizon the actions executed per chunk (1 .. Tp - To + 1; default: the trained Ta)
+          --action-horizon the actions executed per chunk (1 .. Tp - To + 1; default: the trained Ta),
+          --replan-clearance (arm-reach) the early-replanning clearance in metres that eval, drive and
+          collect --policy then use (see eval; 'off' removes a stored one)
   eval    --env E --checkpoint DIR [--episodes N] [--seed S] [--guide obstacle:2,smooth:0.1]
           [--novel-obstacles K] [--sampler S] [--steps N] [--candidates N] [--temperature X (default: the policy's)]
-          [--action-horizon Ta] [--pin-executed] [--replan-clearance M [--replan-lookahead N]] [--per-episode] [--json]
+          [--action-horizon Ta] [--pin-executed] [--replan-clearance M|off [--replan-lookahead N]] [--per-episode] [--json]
           ${GUIDE_ARG_USAGE}
           (--candidates N keeps the lowest-cost of N samples and needs diverse ones: pass --temperature 1 with it;
           --guide-mode projection moves each denoised chunk K Polyak steps towards zero constraint cost
@@ -61,7 +63,7 @@ const USAGE = `usage: scoreflow robot <subcommand> [options]
           checks arm-reach obstacles at S poses per control period;
           --replan-clearance cuts a chunk short and samples the next one when its next N actions (default 2)
           would bring a link within M metres of an obstacle (arm-reach) or the agent within M pixels of a
-          forbidden circle (Push-T, with --novel-obstacles))
+          forbidden circle (Push-T, with --novel-obstacles); default: the policy's stored clearance, 'off': none)
   serve   [--checkpoint DIR | --env E] [--port P] [--tcp-port P] [--live-view-port P] [--json]
           PolicyService over gRPC (see 'robot serve --help')
   bridge  --stdio [--checkpoint DIR | --env E]    one policy session over stdin/stdout frames
@@ -320,15 +322,14 @@ async function robotEval(argv: string[]): Promise<number> {
   const envName = choiceOpt(o.env, 'env', ENV_NAMES, 'pusht');
   if (typeof o.checkpoint !== 'string') throw new UsageError('--checkpoint DIR is required');
   const json = Boolean(o.json);
-  const replanClearance = o['replan-clearance'] === undefined ? undefined : numOpt(o['replan-clearance'], 'replan-clearance', 0);
-  const clearanceMax = envName === 'arm-reach' ? 0.2 : 512;
-  const clearanceUnit = envName === 'arm-reach' ? 'metres' : 'pixels';
-  if (replanClearance !== undefined && !(replanClearance >= 0 && replanClearance <= clearanceMax)) throw new UsageError(`--replan-clearance: expected ${clearanceUnit} in [0, ${clearanceMax}] for ${envName}, received ${replanClearance}`);
-  if (o['replan-lookahead'] !== undefined && replanClearance === undefined) throw new UsageError('--replan-lookahead: only with --replan-clearance');
-  const replanLookahead = intOpt(o['replan-lookahead'], 'replan-lookahead', 2, 1);
+  const replanArg = replanClearanceOpt(o['replan-clearance'], envName);
   await setBackend('auto');
   const policy = DiffusionPolicy.load(o.checkpoint, { env: envName });
   const env = await envForPolicy(policy.config);
+  // The policy's stored early replanning (arm-reach) unless --replan-clearance says otherwise.
+  const replanClearance = replanArg === null ? undefined : (replanArg ?? policy.config.replanClearance);
+  if (o['replan-lookahead'] !== undefined && replanClearance === undefined) throw new UsageError('--replan-lookahead: only with --replan-clearance');
+  const replanLookahead = intOpt(o['replan-lookahead'], 'replan-lookahead', 2, 1);
   const novel = intOpt(o['novel-obstacles'], 'novel-obstacles', 0, 0);
   const guideArgs = guidanceFromArgs(o);
   // Bad options fail before the first episode; the forbidden circles are drawn per episode.
@@ -443,17 +444,19 @@ function temperatureOpt(v: string | boolean | undefined): number | undefined {
 async function robotExport(argv: string[]): Promise<number> {
   const o = parse(
     argv,
-    { env: { type: 'string' }, checkpoint: { type: 'string' }, out: { type: 'string' }, temperature: { type: 'string' }, 'action-horizon': { type: 'string' }, json: { type: 'boolean' } },
+    { env: { type: 'string' }, checkpoint: { type: 'string' }, out: { type: 'string' }, temperature: { type: 'string' }, 'action-horizon': { type: 'string' }, 'replan-clearance': { type: 'string' }, json: { type: 'boolean' } },
     USAGE,
   );
   const env = choiceOpt(o.env, 'env', ENV_NAMES, 'pusht');
   if (typeof o.checkpoint !== 'string' || typeof o.out !== 'string') throw new UsageError('--checkpoint DIR and --out DIR are required');
   const temperature = temperatureOpt(o.temperature);
   const actionHorizon = o['action-horizon'] === undefined ? undefined : intOpt(o['action-horizon'], 'action-horizon', 8, 1);
+  const replanClearance = replanClearanceOpt(o['replan-clearance'], env);
+  if (replanClearance !== undefined && replanClearance !== null && env !== 'arm-reach') throw new UsageError(`--replan-clearance: only arm-reach policies store one (Push-T's forbidden circles are given per run: 'robot eval --replan-clearance')`);
   await setBackend('auto');
   let policy: DiffusionPolicy;
   try {
-    policy = DiffusionPolicy.load(o.checkpoint, { env, sampling: { temperature, actionHorizon } });
+    policy = DiffusionPolicy.load(o.checkpoint, { env, sampling: { temperature, actionHorizon, replanClearance } });
   } catch (err) {
     // The loaded config is validated: a Ta beyond Tp - To + 1 is named there.
     if (actionHorizon !== undefined && err instanceof Error && err.message.includes('policy.actionHorizon')) throw new UsageError(`--action-horizon: ${err.message}`);

@@ -1,4 +1,9 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { DiffusionPolicy } from '../../domains/robotics/policy/policy.js';
+import { replanClearanceOpt, shippedPolicyDir } from '../../domains/robotics/serve/cli.js';
 import { armReachReplanCheck } from '../../domains/robotics/env/armReachReplan.js';
 import { armClearance, forwardKinematics } from '../../domains/robotics/env/armReachKinematics.js';
 import { OBS_LAYOUT } from '../../domains/robotics/env/armReachSpec.js';
@@ -61,5 +66,36 @@ describe('armReachReplanCheck', () => {
     const bad = Float64Array.from(obs);
     bad[OBS_LAYOUT.q] = NaN;
     expect(() => check(bad, [up(0)])).toThrow(/joint angles must be finite/);
+  });
+});
+
+describe('stored early replanning', () => {
+  it('is saved with an exported arm-reach policy and can be removed again', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'sf-replan-'));
+    try {
+      const p = DiffusionPolicy.load(shippedPolicyDir('arm-reach'), { env: 'arm-reach', sampling: { actionHorizon: 8, replanClearance: 0.03 } });
+      expect(p.config.replanClearance).toBe(0.03);
+      await p.save(dir);
+      p.dispose();
+      const back = DiffusionPolicy.load(dir, { env: 'arm-reach' });
+      expect(back.config.replanClearance).toBe(0.03);
+      expect(back.config.actionHorizon).toBe(8);
+      back.dispose();
+      const off = DiffusionPolicy.load(dir, { env: 'arm-reach', sampling: { replanClearance: null } });
+      expect('replanClearance' in off.config).toBe(false);
+      off.dispose();
+      expect(() => DiffusionPolicy.load(dir, { env: 'arm-reach', sampling: { replanClearance: -1 } })).toThrow(/^policy.replanClearance: expected >= 0/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('--replan-clearance takes metres on arm-reach, pixels on Push-T, or off', () => {
+    expect(replanClearanceOpt(undefined, 'arm-reach')).toBeUndefined();
+    expect(replanClearanceOpt('off', 'arm-reach')).toBeNull();
+    expect(replanClearanceOpt('0.02', 'arm-reach')).toBe(0.02);
+    expect(replanClearanceOpt('20', 'pusht')).toBe(20);
+    expect(() => replanClearanceOpt('20', 'arm-reach')).toThrow(/--replan-clearance: expected metres in \[0, 0.2\] for arm-reach, or 'off', received 20/);
+    expect(() => replanClearanceOpt('x', 'pusht')).toThrow(/--replan-clearance: expected a number/);
   });
 });

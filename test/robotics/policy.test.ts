@@ -55,6 +55,10 @@ describe('policy config', () => {
     expect(() => validatePolicyConfig(tinyConfig({ sampler: 'nope' as never }))).toThrow(/policy.sampler/);
     expect(() => validatePolicyConfig(tinyConfig({ temperature: -0.5 }))).toThrow(/^policy.temperature: expected >= 0/);
     expect(validatePolicyConfig(tinyConfig({ temperature: 0.8 })).temperature).toBe(0.8);
+    // Early replanning is an arm-reach setting (metres to its obstacles).
+    expect(() => validatePolicyConfig(tinyConfig({ replanClearance: 0.02 }))).toThrow(/^policy.replanClearance: only arm-reach policies replan on a clearance \(this policy is for 'reach-1d'\)/);
+    expect(() => validatePolicyConfig(tinyConfig({ env: 'arm-reach', replanClearance: 0.5 }))).toThrow(/^policy.replanClearance: expected <= 0.2/);
+    expect(validatePolicyConfig(tinyConfig({ env: 'arm-reach', replanClearance: 0.02 })).replanClearance).toBe(0.02);
   });
 });
 

@@ -13,6 +13,7 @@ import { STATE_LAYOUT } from '../env/armReachSpec.js';
 import { EnvRng } from '../env/rng.js';
 import { armActionMode } from '../envs.js';
 import type { DiffusionPolicy } from '../policy/policy.js';
+import { armReachReplanCheck } from '../env/armReachReplan.js';
 import { planArmReach, trackPlan, type ArmReachDemo, type ArmReachPlan } from './armReachExpert.js';
 
 export interface CorrectionOptions {
@@ -94,6 +95,8 @@ export function collectCorrections(env: ArmReachEnv, expertEnv: ArmReachEnv, pol
 
   const master = new EnvRng(options.seed);
   const To = policy.horizon.obs;
+  // The policy's stored early replanning, as eval and drive run it.
+  const replan = policy.config.replanClearance === undefined ? undefined : armReachReplanCheck(env, { clearance: policy.config.replanClearance });
   const demos: ArmReachDemo[] = [];
   let successes = 0;
   let queried = 0;
@@ -131,7 +134,10 @@ export function collectCorrections(env: ArmReachEnv, expertEnv: ArmReachEnv, pol
         }
       }
       const { chunks } = policy.predictChunks([history.slice(-To)], { seed: seed * 100003 + chunk });
-      for (const a of policy.executable(chunks[0])) {
+      const run = policy.executable(chunks[0]);
+      for (let k = 0; k < run.length; k++) {
+        if (k > 0 && replan && prev && replan(obs, run.slice(k), prev.obs)) break;
+        const a = run[k];
         const before = obs;
         const r = env.step(a);
         prev = { obs: before, action: a };

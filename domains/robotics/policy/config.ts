@@ -31,6 +31,14 @@ export interface DiffusionPolicyConfig {
    */
   readonly temperature?: number;
   /**
+   * arm-reach only: early replanning (absent: off). Before each action of a chunk after its
+   * first, the runner replays the chunk's next 2 actions on the latest joint angles and samples
+   * a new chunk if a link would come within this many metres of an obstacle
+   * (`armReachReplanCheck`); Ta is then the most actions a chunk runs. `robot export
+   * --replan-clearance` stores it; `eval`, `drive` and `collect --policy` use it.
+   */
+  readonly replanClearance?: number;
+  /**
    * Set on consistency-distilled policies: the network is a consistency function (Song et al.
    * 2023) with these boundary scalings, sampled in one or a few steps. `form: 'denoiser'` (set
    * by `robot distill`) means the network keeps the teacher's parameterisation (path and
@@ -74,6 +82,10 @@ export function validatePolicyConfig(c: DiffusionPolicyConfig): DiffusionPolicyC
   checkOneOf('policy.sampler', c.sampler, SAMPLER_NAMES);
   checkNumber('policy.samplingSteps', c.samplingSteps, { integer: true, min: 1 });
   if (c.temperature !== undefined) checkNumber('policy.temperature', c.temperature, { min: 0 });
+  if (c.replanClearance !== undefined) {
+    checkNumber('policy.replanClearance', c.replanClearance, { min: 0, max: 0.2 });
+    if (c.env !== 'arm-reach') fail(`policy.replanClearance: only arm-reach policies replan on a clearance (this policy is for '${c.env}')`);
+  }
   if (c.consistency !== undefined) {
     if (!c.consistency || typeof c.consistency !== 'object') fail('policy.consistency: expected { sigmaData, sigmaMin, form? }');
     checkNumber('policy.consistency.sigmaData', c.consistency.sigmaData, { min: Number.MIN_VALUE });

@@ -120,10 +120,11 @@ export class DiffusionPolicy {
   /**
    * Load a policy checkpoint (EMA weights when present). `env` guards against another
    * environment's checkpoint; `sampling` replaces the stored sampling defaults (e.g. the
-   * temperature `robot export --temperature` writes, the action horizon of `--action-horizon`);
+   * temperature `robot export --temperature` writes, the action horizon of `--action-horizon`,
+   * the early-replanning clearance of `--replan-clearance`, null to remove it);
    * the result is validated like the rest.
    */
-  static load(dir: string, opts: { env?: string; ema?: boolean; sampling?: Pick<Partial<DiffusionPolicyConfig>, 'temperature' | 'actionHorizon'> } = {}): DiffusionPolicy {
+  static load(dir: string, opts: { env?: string; ema?: boolean; sampling?: Pick<Partial<DiffusionPolicyConfig>, 'temperature' | 'actionHorizon'> & { readonly replanClearance?: number | null } } = {}): DiffusionPolicy {
     const ck = loadCheckpoint(dir, { expectTask: opts.env ? POLICY_TASK_PREFIX + opts.env : POLICY_TASK_PREFIX });
     const extra = ck.meta.extra as { policy?: DiffusionPolicyConfig } | undefined;
     if (!extra?.policy) fail(`checkpoint '${dir}': no policy config`);
@@ -139,7 +140,10 @@ export class DiffusionPolicy {
       ...extra.policy,
       ...(opts.sampling?.temperature === undefined ? {} : { temperature: opts.sampling.temperature }),
       ...(opts.sampling?.actionHorizon === undefined ? {} : { actionHorizon: opts.sampling.actionHorizon }),
+      ...(opts.sampling?.replanClearance === undefined ? {} : { replanClearance: opts.sampling.replanClearance ?? undefined }),
     };
+    // `replanClearance: null` removes a stored setting.
+    if (config.replanClearance === undefined) delete (config as { replanClearance?: number }).replanClearance;
     try {
       return new DiffusionPolicy(config, store, new Normalizer(norm.obs), new Normalizer(norm.action));
     } catch (err) {

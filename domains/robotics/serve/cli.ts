@@ -35,7 +35,7 @@ export const SERVE_USAGE = `usage: scoreflow robot serve [--checkpoint DIR | --e
        one policy session over stdin/stdout with length-delimited frames
        scoreflow robot drive [--checkpoint DIR | --env E] [--seconds S] [--episodes N] [--seed N] [--rate-hz R]
           [--blend-ms MS] [--pin-latency] [--virtual-latency MS] [--step-on ticks|timer] [--action-horizon Ta]
-          [--replan-clearance M [--replan-lookahead N]] [sampling and --guide options as for serve] [--json]
+          [--replan-clearance M|off [--replan-lookahead N]] [sampling and --guide options as for serve] [--json]
        run the environment in real time through the same served policy (worker thread) and the
        RxJS control loop, one loop per episode; prints episodes, successes, collisions, latency.
        --virtual-latency runs the same loop on a virtual clock with the policy answering MS after
@@ -46,7 +46,7 @@ export const SERVE_USAGE = `usage: scoreflow robot serve [--checkpoint DIR | --e
        --action-horizon: rows of each chunk the loop executes before its next request is due
        (default: the policy's stored Ta); --replan-clearance (arm-reach): request the next chunk at
        once when the current one's next N rows (default 2) would bring a link within M metres of an
-       obstacle in the latest observation`;
+       obstacle in the latest observation (default: the policy's stored clearance; 'off': none)`;
 
 /** The committed model for an environment: models/<env>-policy at the package root. */
 export function shippedPolicyDir(env: string): string {
@@ -93,6 +93,19 @@ const DRIVE_OPTIONS: OptionSpec = {
   'replan-clearance': { type: 'string' },
   'replan-lookahead': { type: 'string' },
 };
+
+/**
+ * `--replan-clearance M|off`: undefined when absent, null for 'off', else M checked for the
+ * environment (metres for arm-reach, pixels of the forbidden circles for Push-T).
+ */
+export function replanClearanceOpt(v: string | boolean | undefined, envName: string): number | null | undefined {
+  if (v === undefined) return undefined;
+  if (v === 'off') return null;
+  const m = numOpt(v, 'replan-clearance', 0);
+  const [max, unit] = envName === 'arm-reach' ? [0.2, 'metres'] : [512, 'pixels'];
+  if (!(m >= 0 && m <= max)) throw new UsageError(`--replan-clearance: expected ${unit} in [0, ${max}] for ${envName}, or 'off', received ${m}`);
+  return m;
+}
 
 /** The same policy with another executable part per chunk (what the control loop runs before its next request). */
 function withActionHorizon(p: ChunkPolicy, actionHorizon: number): ChunkPolicy {
@@ -204,12 +217,13 @@ export async function robotDrive(argv: string[]): Promise<number> {
   if (virtualLatency !== undefined && !(virtualLatency >= 0 && virtualLatency <= 10_000)) throw new UsageError(`--virtual-latency: expected a number of ms in [0, 10000], received '${String(o['virtual-latency'])}'`);
   const stepOn = o['step-on'] === undefined ? undefined : choiceOpt(o['step-on'], 'step-on', ['ticks', 'timer'] as const, 'ticks');
   const actionHorizon = o['action-horizon'] === undefined ? undefined : intOpt(o['action-horizon'], 'action-horizon', 8, 1);
-  const replanClearance = o['replan-clearance'] === undefined ? undefined : numOpt(o['replan-clearance'], 'replan-clearance', 0.02);
-  if (replanClearance !== undefined && !(replanClearance >= 0 && replanClearance <= 0.2)) throw new UsageError(`--replan-clearance: expected metres in [0, 0.2], received '${String(o['replan-clearance'])}'`);
-  if (o['replan-lookahead'] !== undefined && replanClearance === undefined) throw new UsageError('--replan-lookahead: only with --replan-clearance');
+  const replanArg = replanClearanceOpt(o['replan-clearance'], 'arm-reach');
   const replanLookahead = intOpt(o['replan-lookahead'], 'replan-lookahead', 2, 1);
-  /** The control-loop options that depend on the environment (early replanning needs arm-reach). */
-  const replanFor = (env: Env): { replanWhen?: ReplanCheck } => {
+  let replanClearance: number | undefined;
+  /** Early replanning in the loop: --replan-clearance, else the policy's stored one (arm-reach). */
+  const replanFor = (env: Env, stored: number | undefined): { replanWhen?: ReplanCheck } => {
+    replanClearance = replanArg === null ? undefined : (replanArg ?? stored);
+    if (o['replan-lookahead'] !== undefined && replanClearance === undefined) throw new UsageError('--replan-lookahead: only with --replan-clearance');
     if (replanClearance === undefined) return {};
     if (!(env instanceof ArmReachEnv)) throw new UsageError(`--replan-clearance: only arm-reach has obstacles to keep clear of (this policy is for ${env.name})`);
     return { replanWhen: armReachReplanCheck(env, { clearance: replanClearance, lookahead: replanLookahead }) };
@@ -235,7 +249,7 @@ export async function robotDrive(argv: string[]): Promise<number> {
     try {
       const clock = new VirtualClock(0);
       const policy = new SimulatedLatencyPolicy(dp, { clock, latencyMs: virtualLatency, dtMs: env.dt * 1000, predict: enginePredictOptions(dp, sampling), seed });
-      const r = await driveEnv(env, horizon(policy), { ...driveOpts, ...replanFor(env), clock });
+      const r = await driveEnv(env, horizon(policy), { ...driveOpts, ...replanFor(env, dp.config.replanClearance), clock });
       report(r, { env: dp.config.env, actionHorizon: actionHorizon ?? dp.config.actionHorizon, ...(replanClearance === undefined ? {} : { replanClearance, replanLookahead }), virtualLatencyMs: virtualLatency, pinLatency: Boolean(o['pin-latency']), sampler: `${sampling.sampler ?? dp.config.sampler}@${sampling.steps ?? dp.config.samplingSteps}`, temperature: sampling.temperature ?? dp.config.temperature ?? 1, guidance: describeGuidance(sampling.guidance) || null });
     } finally {
       env.close();
@@ -246,9 +260,10 @@ export async function robotDrive(argv: string[]): Promise<number> {
   const parsed = samplingFromArgs(o);
   const host = await startHost(o, parsed);
   const policy = new LocalPolicy(host);
-  const env = await envForPolicy(DiffusionPolicy.readConfig(parsed.checkpoint, { env: host.info.env }));
+  const config = DiffusionPolicy.readConfig(parsed.checkpoint, { env: host.info.env });
+  const env = await envForPolicy(config);
   try {
-    const r = await driveEnv(env, horizon(policy), { ...driveOpts, ...replanFor(env) });
+    const r = await driveEnv(env, horizon(policy), { ...driveOpts, ...replanFor(env, config.replanClearance) });
     report(r, { env: host.info.env, actionHorizon: actionHorizon ?? policy.info.actionHorizon, ...(replanClearance === undefined ? {} : { replanClearance, replanLookahead }), modelVersion: host.info.modelVersion, pinLatency: Boolean(o['pin-latency']), sampler: `${host.info.sampler}@${host.info.samplingSteps}`, temperature: host.info.temperature, guidance: host.info.guidance || null });
   } finally {
     await policy.close();
