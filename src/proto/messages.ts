@@ -215,6 +215,7 @@ export interface PolicyInfoProtoInit {
   maxSessions?: number;
   guidance?: string;
   samplingTemperature?: number;
+  replanClearance?: number;
 }
 export interface PolicyInfoProto {
   policyId: string;
@@ -233,6 +234,7 @@ export interface PolicyInfoProto {
   maxSessions: number;
   guidance: string;
   samplingTemperature: number;
+  replanClearance: number;
 }
 
 /** scoreflow.v1.ResetRequest */

@@ -74,6 +74,7 @@ const policyInfo: Required<PolicyInfoProtoInit> = {
   maxSessions: 64,
   guidance: '{"spec":"region:1","mode":"projection"}',
   samplingTemperature: 0.8,
+  replanClearance: 0.02,
 };
 const FULL: Record<ProtoTypeName, object> = {
   'scoreflow.v1.StreamError': { code: 'INVALID_ARGUMENT', message: 'state has 3 values, expected 5' },

@@ -19,6 +19,7 @@ export const FAKE_INFO: EngineInfo = {
   sampler: 'ddim',
   samplingSteps: 10,
   temperature: 1,
+  replanClearance: 0,
   guidance: '',
 };
 

@@ -63,12 +63,16 @@ describe('guided serving engines', () => {
     expect(costGuided).toBeLessThan(0.5 * costUnguided);
   });
 
-  it('the wire PolicyInfo carries the guidance and the sampling temperature', () => {
+  it('the wire PolicyInfo carries the guidance, the sampling temperature and the stored replanning clearance', () => {
     const engine = new InlineEngine(policy, env.observationSpec, env.dt, { guidance: { spec: 'obstacle:1', candidates: 4 }, temperature: 1 });
     const host = new PolicyHost(engine);
     const info = decode('scoreflow.v1.PolicyInfo', encode('scoreflow.v1.PolicyInfo', host.policyInfo()));
     expect(JSON.parse(info.guidance)).toEqual({ spec: 'obstacle:1', candidates: 4 });
     expect(info.samplingTemperature).toBe(1);
+    // The shipped arm-reach policy stores Ta = 8 with early replanning at 2 cm.
+    expect(info.actionHorizon).toBe(policy.config.actionHorizon);
+    expect(info.replanClearance).toBe(policy.config.replanClearance ?? 0);
+    expect(info.replanClearance).toBeCloseTo(0.02, 12);
     host.close();
     const plain = new PolicyHost(new InlineEngine(policy, env.observationSpec, env.dt));
     expect(decode('scoreflow.v1.PolicyInfo', encode('scoreflow.v1.PolicyInfo', plain.policyInfo())).guidance).toBe('');

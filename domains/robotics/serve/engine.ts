@@ -46,6 +46,8 @@ export interface EngineInfo {
   readonly samplingSteps: number;
   /** Starting-noise scale of the sampler. */
   readonly temperature: number;
+  /** The policy's stored early-replanning clearance (arm-reach, metres); 0: none. */
+  readonly replanClearance: number;
   /** The guidance setting as JSON (describeGuidance); '' when unguided. */
   readonly guidance: string;
 }
@@ -118,6 +120,7 @@ export function engineInfo(policy: DiffusionPolicy, spec: BoxSpec, dt: number, i
     sampler: sampling.sampler ?? c.sampler,
     samplingSteps: sampling.steps ?? c.samplingSteps,
     temperature: sampling.temperature ?? c.temperature ?? 1,
+    replanClearance: c.replanClearance ?? 0,
     guidance: describeGuidance(sampling.guidance),
   };
 }

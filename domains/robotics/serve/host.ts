@@ -151,6 +151,7 @@ export class PolicyHost {
       maxSessions: this.maxSessions,
       guidance: i.guidance,
       samplingTemperature: i.temperature,
+      replanClearance: i.replanClearance,
     };
   }
 
