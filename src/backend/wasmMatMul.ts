@@ -252,10 +252,18 @@ export function installWasmMatMulFix(): boolean {
  * something was restored.
  */
 export function uninstallWasmMatMulFix(): boolean {
+  return restoreKernels(['BatchMatMul', '_FusedMatMul', 'Sum'], MARK);
+}
+
+/**
+ * Re-register, for each named WASM kernel whose function carries the original under `mark`,
+ * that original (wasmShare.ts uses it too). Returns true if something was restored.
+ */
+export function restoreKernels(names: readonly string[], mark: symbol): boolean {
   let restored = false;
-  for (const name of ['BatchMatMul', '_FusedMatMul', 'Sum']) {
+  for (const name of names) {
     const k = tf.getKernel(name, 'wasm');
-    const original = k === undefined ? undefined : (k.kernelFunc as Marked)[MARK];
+    const original = k === undefined ? undefined : (k.kernelFunc as KernelFunc & Record<symbol, KernelFunc | undefined>)[mark];
     if (k !== undefined && original !== undefined) {
       replaceKernel(k, original);
       restored = true;

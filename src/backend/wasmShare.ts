@@ -16,7 +16,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { DataId, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
-import { replaceKernel } from './wasmMatMul.js';
+import { replaceKernel, restoreKernels } from './wasmMatMul.js';
 
 const MARK = Symbol('scoreflow.wasmShare.original');
 type Marked = KernelFunc & { [MARK]?: KernelFunc };
@@ -69,16 +69,7 @@ export function installWasmShare(): boolean {
 
 /** Put the stock copying kernels back (benchmarks). Returns true if something was restored. */
 export function uninstallWasmShare(): boolean {
-  let restored = false;
-  for (const name of ['Identity', 'Cast']) {
-    const k = tf.getKernel(name, 'wasm');
-    const original = k === undefined ? undefined : (k.kernelFunc as Marked)[MARK];
-    if (k !== undefined && original !== undefined) {
-      replaceKernel(k, original);
-      restored = true;
-    }
-  }
-  return restored;
+  return restoreKernels(['Identity', 'Cast'], MARK);
 }
 
 /** Are the sharing kernels installed? */

@@ -34,14 +34,26 @@ const P = 0, G = 1, M = 2, V = 3, E = 4, N = 5;
 const GS = 6, L2 = 7, B1 = 8, B2 = 9, SS = 10, IB = 11, EPS = 12, KEEP = 13, A1 = 14, A2 = 15, D = 16, A = 17;
 const NPARAM = 18;
 
-function adamBody(): number[] {
-  // Locals after the params: k (i32), end (i32), then f64 scalars pk gk mk vk pn, then v128s.
+/**
+ * Local indices shared by both update bodies: after the params, k (i32), end (i32), then the
+ * scalars pk gk mk vk pn, then the vectors p g m v pn, then the splatted constants in the order
+ * of the scalar params GS..A (`cOf`).
+ */
+function updateLocals() {
   const K = NPARAM, END = NPARAM + 1;
-  const sP = NPARAM + 2, sG = sP + 1, sM = sP + 2, sV = sP + 3, sPn = sP + 4;
+  const sP = NPARAM + 2;
   const vBase = sP + 5;
-  const vP = vBase, vG = vBase + 1, vM = vBase + 2, vV = vBase + 3, vPn = vBase + 4;
-  // Splatted constants, in the order of the scalar params GS..A.
-  const cOf = (param: number): number => vBase + 5 + (param - GS);
+  return {
+    K, END,
+    sP, sG: sP + 1, sM: sP + 2, sV: sP + 3, sPn: sP + 4,
+    vP: vBase, vG: vBase + 1, vM: vBase + 2, vV: vBase + 3, vPn: vBase + 4,
+    cOf: (param: number): number => vBase + 5 + (param - GS),
+  };
+}
+
+function adamBody(): number[] {
+  // f64 scalars, f64x2 vectors.
+  const { K, END, sP, sG, sM, sV, sPn, vP, vG, vM, vV, vPn, cOf } = updateLocals();
   const b = new Body();
   for (let prm = GS; prm <= A; prm++) b.get(prm).v(simd.f64x2Splat).set(cOf(prm));
   // end = (n & ~1) * 4 (bytes of the paired part)
@@ -120,11 +132,8 @@ function sumsqBody(): number[] {
  * Parameters as `adam`, the scalars as f32.
  */
 function adam32Body(): number[] {
-  const K = NPARAM, END = NPARAM + 1;
-  const sP = NPARAM + 2, sG = sP + 1, sM = sP + 2, sV = sP + 3, sPn = sP + 4;
-  const vBase = sP + 5;
-  const vP = vBase, vG = vBase + 1, vM = vBase + 2, vV = vBase + 3, vPn = vBase + 4;
-  const cOf = (param: number): number => vBase + 5 + (param - GS);
+  // f32 scalars, f32x4 vectors.
+  const { K, END, sP, sG, sM, sV, sPn, vP, vG, vM, vV, vPn, cOf } = updateLocals();
   const b = new Body();
   // Four entries at byte offset K + o of each array (o a constant in the instruction).
   const load4 = (base: number, o: number): Body => b.addr(base, K).v(simd.load, 2, ...uleb(o));
