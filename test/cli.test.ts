@@ -55,6 +55,30 @@ describe('scoreflow CLI', () => {
     expect((await run(['toy', 'sample', '--checkpoint', '/nonexistent'])).stderr).toMatch(/no model.json found/);
   });
 
+  it('missing or malformed input files and a bad thread count are user errors: one line, exit 2', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'sf-cli-data-'));
+    const cases: [string[], RegExp][] = [
+      [['robot', 'train', '--env', 'pusht', '--data', path.join(dir, 'none.mcap'), '--steps', '1'], /readMcap: file not found: .*none\.mcap/],
+      [['robot', 'train', '--env', 'pusht', '--data', 'README.md', '--steps', '1'], /README\.md is not an MCAP file/],
+      [['robot', 'import', '--zarr', dir, '--out', path.join(dir, 'x.mcap')], /meta\/episode_ends' has no \.zarray metadata/],
+      [['robot', 'import', '--zarr', path.join(dir, 'missing.zarr')], /no replay buffer at .*missing\.zarr/],
+    ];
+    for (const [args, message] of cases) {
+      const r = await run(args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr.trim().split('\n')[0]).toMatch(message);
+      expect(r.stderr).not.toMatch(/internal error|\n\s+at /);
+    }
+    const child = await new Promise<{ code: number; stderr: string }>((resolve) => {
+      const c = spawn(process.execPath, [bin, 'doctor'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, SCOREFLOW_WASM_THREADS: 'abc' } });
+      let stderr = '';
+      c.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      c.on('close', (code) => resolve({ code: code ?? -1, stderr }));
+    });
+    expect(child.code).toBe(2);
+    expect(child.stderr.trim()).toBe('scoreflow: SCOREFLOW_WASM_THREADS must be a positive integer, got abc');
+  });
+
   it('robot eval and train reject bad sampling and prediction options with one line', async () => {
     const cases: [string[], RegExp][] = [
       [['robot', 'eval', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--temperature=-1'], /--temperature: expected a number >= 0/],

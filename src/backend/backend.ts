@@ -15,6 +15,7 @@ import { prepareWasmThreads, type WasmThreadsPreparation } from './threads.js';
 import { installWasmMatMulFix } from './wasmMatMul.js';
 import { installWasmShare } from './wasmShare.js';
 import './registerGradients.js';
+import { fail } from '../util/validate.js';
 
 export type BackendName = 'auto' | 'wasm' | 'cpu' | 'tensorflow';
 
@@ -55,7 +56,8 @@ async function ensureGradients(): Promise<void> {
 function requestedWasmThreads(opts: SetBackendOptions): number {
   const raw = opts.threads ?? (process.env.SCOREFLOW_WASM_THREADS ? Number(process.env.SCOREFLOW_WASM_THREADS) : 1);
   if (!Number.isInteger(raw) || raw < 1) {
-    throw new Error(`setBackend: threads must be a positive integer, got ${String(opts.threads ?? process.env.SCOREFLOW_WASM_THREADS)}`);
+    const source = opts.threads !== undefined ? 'setBackend: threads' : 'SCOREFLOW_WASM_THREADS';
+    fail(`${source} must be a positive integer, got ${String(opts.threads ?? process.env.SCOREFLOW_WASM_THREADS)}`);
   }
   return raw;
 }
@@ -130,7 +132,7 @@ let wasmPathsSet = false;
 export async function setBackend(name: BackendName = 'auto', opts: SetBackendOptions = {}): Promise<BackendChoice> {
   const valid: BackendName[] = ['auto', 'wasm', 'cpu', 'tensorflow'];
   if (!valid.includes(name)) {
-    throw new Error(`setBackend: unknown backend '${String(name)}' (expected one of ${valid.join(', ')})`);
+    fail(`setBackend: unknown backend '${String(name)}' (expected one of ${valid.join(', ')})`);
   }
   const threads = requestedWasmThreads(opts);
   await ensureGradients();
@@ -141,7 +143,7 @@ export async function setBackend(name: BackendName = 'auto', opts: SetBackendOpt
   if (name === 'tensorflow') {
     const r = await tryNative();
     if (!r.ok) {
-      throw new Error(
+      fail(
         `setBackend: 'tensorflow' requested but unavailable (${r.why}). On a machine with internet access ` +
           `install @tensorflow/tfjs-node-gpu (CUDA) or @tensorflow/tfjs-node.`,
       );

@@ -14,9 +14,10 @@
 import { open as fsOpen, stat, type FileHandle } from 'node:fs/promises';
 import { McapIndexedReader, McapWriter, type IWritable, type McapTypes } from '@mcap/core';
 import { protoRegistry, ProtoError, type ProtoRegistry } from '../proto/registry.js';
+import { DataError } from '../util/validate.js';
 
 /** A failure to write or read an MCAP file; the message names the file and the cause. */
-export class McapError extends Error {
+export class McapError extends DataError {
   constructor(message: string) {
     super(message);
     this.name = 'McapError';

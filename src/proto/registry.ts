@@ -28,9 +28,10 @@ import {
   type ProtoFileInfo,
 } from './descriptor.js';
 import type { ProtoMessages, ProtoTypeName } from './messages.js';
+import { DataError } from '../util/validate.js';
 
 /** Failure to load, encode or decode a protobuf message; the message names the type and field. */
-export class ProtoError extends Error {
+export class ProtoError extends DataError {
   constructor(message: string) {
     super(message);
     this.name = 'ProtoError';

@@ -12,6 +12,22 @@ export function fail(message: string): never {
   throw new ValidationError(message);
 }
 
+/**
+ * Input data that cannot be used: a file that is missing, truncated, corrupt or in the wrong
+ * format. Like ValidationError, it is the caller's input that is wrong, not the library, so the
+ * command line prints it as one line without a stack trace. Readers subclass it (McapError).
+ */
+export class DataError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DataError';
+  }
+}
+
+export function failData(message: string): never {
+  throw new DataError(message);
+}
+
 export function describeShape(shape: readonly number[]): string {
   return `[${shape.join(', ')}]`;
 }

@@ -14,6 +14,7 @@
 import { promises as fs } from 'node:fs';
 import * as nodePath from 'node:path';
 import * as zarr from 'zarrita';
+import { DataError, fail } from '../../../src/util/validate.js';
 
 export interface ReplayArray {
   /** Row-major values (converted to float32). */
@@ -71,13 +72,13 @@ async function isFile(p: string): Promise<boolean> {
 async function readZarrayMeta(root: string, name: string): Promise<ZarrayMeta> {
   const file = nodePath.join(root, name, '.zarray');
   if (!(await isFile(file))) {
-    throw new Error(`zarr replay buffer: array '${name}' has no .zarray metadata (expected ${file})`);
+    throw new DataError(`zarr replay buffer: array '${name}' has no .zarray metadata (expected ${file})`);
   }
   let meta: unknown;
   try {
     meta = JSON.parse(await fs.readFile(file, 'utf8'));
   } catch (err) {
-    throw new Error(`zarr replay buffer: array '${name}': cannot parse ${file}: ${(err as Error).message}`);
+    throw new DataError(`zarr replay buffer: array '${name}': cannot parse ${file}: ${(err as Error).message}`);
   }
   const m = meta as Partial<ZarrayMeta> & { zarr_format?: number };
   const dimsOk = (v: unknown): v is number[] =>
@@ -89,13 +90,13 @@ async function readZarrayMeta(root: string, name: string): Promise<ZarrayMeta> {
     m.shape.length !== m.chunks.length ||
     typeof m.dtype !== 'string'
   ) {
-    throw new Error(`zarr replay buffer: array '${name}': ${file} is not valid zarr v2 array metadata`);
+    throw new DataError(`zarr replay buffer: array '${name}': ${file} is not valid zarr v2 array metadata`);
   }
   if (!/^[<>|=][fiu]\d+$/.test(m.dtype)) {
-    throw new Error(`zarr replay buffer: array '${name}': unsupported dtype '${m.dtype}' (numeric arrays only)`);
+    throw new DataError(`zarr replay buffer: array '${name}': unsupported dtype '${m.dtype}' (numeric arrays only)`);
   }
   if (m.chunks.some((c) => c === 0)) {
-    throw new Error(`zarr replay buffer: array '${name}': zero chunk size in ${file}`);
+    throw new DataError(`zarr replay buffer: array '${name}': zero chunk size in ${file}`);
   }
   return m as ZarrayMeta;
 }
@@ -112,7 +113,7 @@ async function readArray<T extends Float32Array | Float64Array>(
   try {
     arr = await zarr.open.v2(zarr.root(store).resolve(name), { kind: 'array', attrs: false });
   } catch (err) {
-    throw new Error(`zarr replay buffer: cannot open array '${name}': ${(err as Error).message}`);
+    throw new DataError(`zarr replay buffer: cannot open array '${name}': ${(err as Error).message}`);
   }
   const { shape, chunks } = meta;
   const sep = meta.dimension_separator ?? '.';
@@ -131,10 +132,10 @@ async function readArray<T extends Float32Array | Float64Array>(
     }
     const chunkFile = nodePath.join(root, name, coords.join(sep));
     const bytes = await store.get(`/${name}/${coords.join(sep)}`);
-    if (!bytes) throw new Error(`zarr replay buffer: array '${name}': missing chunk file ${chunkFile}`);
+    if (!bytes) throw new DataError(`zarr replay buffer: array '${name}': missing chunk file ${chunkFile}`);
     if (meta.compressor?.id === 'blosc') {
       const problem = bloscHeaderProblem(bytes, meta.filters ? null : chunkSize * itemSize(meta.dtype));
-      if (problem) throw new Error(`zarr replay buffer: array '${name}': corrupt chunk file ${chunkFile}: ${problem}`);
+      if (problem) throw new DataError(`zarr replay buffer: array '${name}': corrupt chunk file ${chunkFile}: ${problem}`);
     }
     let values: ArrayLike<number | bigint>;
     try {
@@ -142,12 +143,12 @@ async function readArray<T extends Float32Array | Float64Array>(
       values = chunk.data as ArrayLike<number | bigint>;
     } catch (err) {
       const cause = (err as Error).cause instanceof Error ? `: ${((err as Error).cause as Error).message}` : '';
-      throw new Error(
+      throw new DataError(
         `zarr replay buffer: array '${name}': cannot decode chunk file ${chunkFile} (${(err as Error).message}${cause})`,
       );
     }
     if (values.length !== chunkSize) {
-      throw new Error(
+      throw new DataError(
         `zarr replay buffer: array '${name}': chunk file ${chunkFile} decoded to ${values.length} values, expected ${chunkSize}`,
       );
     }
@@ -229,7 +230,7 @@ function validateEpisodeEnds(ends: number[]): void {
   let prev = 0;
   for (let i = 0; i < ends.length; i++) {
     if (!Number.isInteger(ends[i]) || ends[i] <= prev) {
-      throw new Error(
+      throw new DataError(
         `zarr replay buffer: meta/episode_ends must be strictly increasing positive integers; entry ${i} is ${ends[i]} after ${prev}`,
       );
     }
@@ -240,26 +241,26 @@ function validateEpisodeEnds(ends: number[]): void {
 /** Read a Diffusion Policy replay buffer from a zarr v2 directory. */
 export async function readReplayBuffer(path: string, opts: ReadReplayOptions = {}): Promise<ReplayBuffer> {
   if (typeof path !== 'string' || path.length === 0) {
-    throw new Error(`readReplayBuffer: path must be a non-empty string, received ${String(path)}`);
+    fail(`readReplayBuffer: path must be a non-empty string, received ${String(path)}`);
   }
   const root = nodePath.resolve(path);
   let rootStat;
   try {
     rootStat = await fs.stat(root);
   } catch {
-    throw new Error(`readReplayBuffer: no replay buffer at ${root} (path does not exist)`);
+    throw new DataError(`readReplayBuffer: no replay buffer at ${root} (path does not exist)`);
   }
-  if (!rootStat.isDirectory()) throw new Error(`readReplayBuffer: ${root} is not a directory`);
+  if (!rootStat.isDirectory()) throw new DataError(`readReplayBuffer: ${root} is not a directory`);
   const badKey = (k: unknown): boolean => typeof k !== 'string' || !/^[^/\\]+$/.test(k) || k === '.' || k === '..';
   if (opts.keys !== undefined && (!Array.isArray(opts.keys) || opts.keys.some(badKey))) {
-    throw new Error(`readReplayBuffer: opts.keys must be array names under data/, received ${JSON.stringify(opts.keys)}`);
+    fail(`readReplayBuffer: opts.keys must be array names under data/, received ${JSON.stringify(opts.keys)}`);
   }
 
   const store = new NodeFsStore(root);
   const keys = opts.keys ? [...opts.keys] : await listDataKeys(root);
   const endsArray = await readArray(store, root, 'meta/episode_ends', (n) => new Float64Array(n));
   if (endsArray.shape.length !== 1) {
-    throw new Error(`zarr replay buffer: meta/episode_ends must be 1-D, has shape [${endsArray.shape.join(', ')}]`);
+    throw new DataError(`zarr replay buffer: meta/episode_ends must be 1-D, has shape [${endsArray.shape.join(', ')}]`);
   }
   const episodeEnds = Array.from(endsArray.data);
   validateEpisodeEnds(episodeEnds);
@@ -269,7 +270,7 @@ export async function readReplayBuffer(path: string, opts: ReadReplayOptions = {
   for (const key of keys) {
     const a = await readArray(store, root, `data/${key}`, (n) => new Float32Array(n));
     if (a.shape[0] !== numSteps) {
-      throw new Error(
+      throw new DataError(
         `zarr replay buffer: data/${key} has ${a.shape[0]} rows but meta/episode_ends ends at ${numSteps}`,
       );
     }
@@ -284,7 +285,7 @@ export async function readReplayBuffer(path: string, opts: ReadReplayOptions = {
     numSteps,
     episode(i: number) {
       if (!Number.isInteger(i) || i < 0 || i >= numEpisodes) {
-        throw new Error(`ReplayBuffer.episode: index must be an integer in [0, ${numEpisodes}), received ${i}`);
+        fail(`ReplayBuffer.episode: index must be an integer in [0, ${numEpisodes}), received ${i}`);
       }
       return { start: i === 0 ? 0 : episodeEnds[i - 1], end: episodeEnds[i] };
     },
