@@ -55,13 +55,15 @@ describe('scoreflow CLI', () => {
     expect((await run(['toy', 'sample', '--checkpoint', '/nonexistent'])).stderr).toMatch(/no model.json found/);
   });
 
-  it('missing or malformed input files and a bad thread count are user errors: one line, exit 2', async () => {
+  it('missing or malformed input files, unusable output paths and a bad thread count are user errors: one line, exit 2', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'sf-cli-data-'));
     const cases: [string[], RegExp][] = [
       [['robot', 'train', '--env', 'pusht', '--data', path.join(dir, 'none.mcap'), '--steps', '1'], /readMcap: file not found: .*none\.mcap/],
       [['robot', 'train', '--env', 'pusht', '--data', 'README.md', '--steps', '1'], /README\.md is not an MCAP file/],
       [['robot', 'import', '--zarr', dir, '--out', path.join(dir, 'x.mcap')], /meta\/episode_ends' has no \.zarray metadata/],
       [['robot', 'import', '--zarr', path.join(dir, 'missing.zarr')], /no replay buffer at .*missing\.zarr/],
+      [['robot', 'train', '--env', 'pusht', '--out', 'README.md', '--steps', '1'], /--out 'README\.md': exists and is not a directory/],
+      [['toy', 'train', '--out', 'README.md/run', '--steps', '1'], /--out 'README\.md\/run': cannot create it \(ENOTDIR/],
     ];
     for (const [args, message] of cases) {
       const r = await run(args);

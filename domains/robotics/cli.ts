@@ -24,6 +24,7 @@ import type { Demo } from './policy/windows.js';
 import { GUIDE_ARG_OPTIONS, GUIDE_ARG_USAGE, guidanceFromArgs } from './guidance/args.js';
 import { checkGuidanceConfig, guidancePredictOptions } from './guidance/config.js';
 import { replanClearanceOpt, robotBridge, robotDrive, robotServe } from './serve/cli.js';
+import { prepareOutputDir, prepareOutputFile } from '../../src/util/output.js';
 
 const USAGE = `usage: scoreflow robot <subcommand> [options]
   import  --zarr PATH [--out FILE.mcap]            Diffusion Policy replay buffer -> episode MCAP
@@ -108,7 +109,7 @@ function emit(json: boolean, obj: Record<string, unknown>, text: string): void {
 async function robotImport(argv: string[]): Promise<number> {
   const o = parse(argv, { zarr: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' } }, USAGE);
   const zarrPath = typeof o.zarr === 'string' ? o.zarr : DEFAULT_PUSHT_ZARR;
-  const out = typeof o.out === 'string' ? o.out : 'runs/pusht_demos.mcap';
+  const out = prepareOutputFile(typeof o.out === 'string' ? o.out : 'runs/pusht_demos.mcap', '--out');
   const demos = await loadPushtDemos(zarrPath);
   const eps: EpisodeRecord[] = demos.map((d, e) => ({ env: 'pusht', index: e, observations: [...d.observations] as Float64Array[], actions: [...d.actions] as Float64Array[], rewards: d.actions.map(() => 0), metadata: { source: zarrPath } }));
   const steps = eps.reduce((n, e) => n + e.actions.length, 0);
@@ -145,8 +146,8 @@ async function robotCollect(argv: string[]): Promise<number> {
     throw new UsageError(`--noise-correlation: expected a number in [0, 1), received '${String(o['noise-correlation'])}'`);
   }
   const actionNoise = noiseStd === undefined ? undefined : { std: noiseStd, correlation: noiseCorrelation };
-  if (typeof o.policy === 'string') return robotCollectCorrections(o.policy, n, seed, safetyMargin, intOpt(o.every, 'every', 1, 1), workers, typeof o.out === 'string' ? o.out : `runs/${env}_corrections.mcap`, Boolean(o.json));
-  const out = typeof o.out === 'string' ? o.out : `runs/${env}_demos.mcap`;
+  if (typeof o.policy === 'string') return robotCollectCorrections(o.policy, n, seed, safetyMargin, intOpt(o.every, 'every', 1, 1), workers, prepareOutputFile(typeof o.out === 'string' ? o.out : `runs/${env}_corrections.mcap`, '--out'), Boolean(o.json));
+  const out = prepareOutputFile(typeof o.out === 'string' ? o.out : `runs/${env}_demos.mcap`, '--out');
   const e = await ArmReachEnv.create({ seed, actionMode });
   const t0 = performance.now();
   const demos = collectDemos(e, { episodes: n, seed, safetyMargin, actionNoise });
@@ -277,7 +278,7 @@ async function robotTrain(argv: string[]): Promise<number> {
     throw new UsageError(`--workers ${workers}: each worker runs a one-thread WASM backend; unset SCOREFLOW_WASM_THREADS (the main thread has ${currentBackend()?.threads} threads)`);
   }
   const run = policyTrainer(demos, trainCfg, { steps, batchSize: intOpt(o.batch, 'batch', 256, 1), lr: numOpt(o.lr, 'lr', 1e-3), seed: intOpt(o.seed, 'seed', 0), resumeFrom: typeof o.resume === 'string' ? o.resume : undefined, initFrom });
-  const out = typeof o.out === 'string' ? o.out : `runs/policy-${env}`;
+  const out = prepareOutputDir(typeof o.out === 'string' ? o.out : `runs/policy-${env}`, '--out');
   const t0 = performance.now();
   let lastSave = performance.now();
   try {
@@ -400,7 +401,7 @@ async function robotDistill(argv: string[]): Promise<number> {
   } else {
     d = policyDistiller(teacher, demos, { steps, batchSize: intOpt(o.batch, 'batch', 64, 1), lr: numOpt(o.lr, 'lr', 2e-4), seed, sigmaData });
   }
-  const out = typeof o.out === 'string' ? o.out : `runs/policy-${env}-${method === 'reflow' ? 'reflow' : 'cd'}`;
+  const out = prepareOutputDir(typeof o.out === 'string' ? o.out : `runs/policy-${env}-${method === 'reflow' ? 'reflow' : 'cd'}`, '--out');
   const bar = progressSink({ json, label: `distill ${env}` });
   const t0 = performance.now();
   let lastSave = performance.now();

@@ -11,6 +11,7 @@ import { sampleToy, TOY_DEFAULTS, TOY_LOSSES, toyTrainer, type ToyMetrics } from
 import { choiceOpt, intOpt, numOpt, parse } from './args.js';
 import { doctor } from './doctor.js';
 import { progressSink } from './progress.js';
+import { prepareOutputDir } from '../util/output.js';
 
 const BACKENDS: readonly BackendName[] = ['auto', 'wasm', 'cpu', 'tensorflow'];
 
@@ -76,7 +77,7 @@ async function toyTrain(argv: string[]): Promise<number> {
     lr: numOpt(o.lr, 'lr', TOY_DEFAULTS.lr),
     seed: intOpt(o.seed, 'seed', TOY_DEFAULTS.seed),
   });
-  const dir = typeof o.out === 'string' ? o.out : 'runs/toy';
+  const dir = prepareOutputDir(typeof o.out === 'string' ? o.out : 'runs/toy', '--out');
   const bar = progressSink({ json, label: 'toy train' });
   const t0 = performance.now();
   try {

@@ -66,6 +66,7 @@ import type { ChannelId, IWebSocket } from '@foxglove/ws-protocol';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { ProtoMessages, ProtoTypeName } from '../proto/messages.js';
 import { protoRegistry, type ProtoRegistry } from '../proto/registry.js';
+import { ValidationError } from '../util/validate.js';
 
 // @foxglove/ws-protocol is CommonJS whose named exports Node's ESM loader can't detect: take them
 // from the default (module.exports) import.
@@ -73,7 +74,7 @@ const { FoxgloveServer } = foxglove;
 type FoxgloveServerT = InstanceType<typeof FoxgloveServer>;
 
 /** A misuse of the live view (unknown topic, conflicting advertisement, bad option, ...). */
-export class LiveViewError extends Error {
+export class LiveViewError extends ValidationError {
   constructor(message: string) {
     super(message);
     this.name = 'LiveViewError';

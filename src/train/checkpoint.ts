@@ -5,7 +5,7 @@
  * Weight names are prefixed: `params/`, `ema/`, `opt/m/`, `opt/v/`.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { mkdirSync, readFileSync, statSync, writeFileSync, renameSync, existsSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync, renameSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import type { NormalizerState } from '../data/normalizer.js';
 import type { Precond } from '../denoiser/denoiser.js';
@@ -14,6 +14,7 @@ import { ParamStore } from '../nn/params.js';
 import type { PathSpec } from '../path/types.js';
 import type { Prediction } from '../predict/convert.js';
 import { fail } from '../util/validate.js';
+import { prepareOutputDir } from '../util/output.js';
 
 export const CHECKPOINT_FORMAT = 'scoreflow-checkpoint';
 export const CHECKPOINT_VERSION = 1;
@@ -57,12 +58,16 @@ export async function saveCheckpoint(dir: string, c: CheckpointContents): Promis
     meta: c.optimizer ? { ...c.meta, training: { ...(c.meta.training ?? {}), step: c.meta.training?.step ?? 0, optimizerStep: c.optimizer.step } } : c.meta,
     weightsManifest: [{ paths: ['weights.bin'], weights: specs }],
   };
-  mkdirSync(dir, { recursive: true });
+  prepareOutputDir(dir, 'checkpoint directory');
   // Write to temporary names and rename, so a crash never leaves a half-written checkpoint.
-  writeFileSync(path.join(dir, 'weights.bin.tmp'), new Uint8Array(data));
-  writeFileSync(path.join(dir, 'model.json.tmp'), JSON.stringify(json, null, 1));
-  renameSync(path.join(dir, 'weights.bin.tmp'), path.join(dir, 'weights.bin'));
-  renameSync(path.join(dir, 'model.json.tmp'), path.join(dir, 'model.json'));
+  try {
+    writeFileSync(path.join(dir, 'weights.bin.tmp'), new Uint8Array(data));
+    writeFileSync(path.join(dir, 'model.json.tmp'), JSON.stringify(json, null, 1));
+    renameSync(path.join(dir, 'weights.bin.tmp'), path.join(dir, 'weights.bin'));
+    renameSync(path.join(dir, 'model.json.tmp'), path.join(dir, 'model.json'));
+  } catch (err) {
+    fail(`checkpoint directory '${dir}': cannot write the checkpoint (${(err as Error).message})`);
+  }
 }
 
 const DTYPE_BYTES: Record<string, number> = { float32: 4, int32: 4, bool: 1, float16: 2 };

@@ -16,7 +16,7 @@ import type { Readable, Writable } from 'node:stream';
 import type { BridgeReplyProto, BridgeReplyProtoInit, BridgeRequestProto, BridgeRequestProtoInit } from '../../../src/proto/messages.js';
 import { decode, encode } from '../../../src/proto/registry.js';
 import { encodeFrame, FrameError, FrameReader } from '../../../src/proto/framing.js';
-import { fail } from '../../../src/util/validate.js';
+import { fail, ValidationError } from '../../../src/util/validate.js';
 import { PolicyHost, SessionError, type HostSession } from './host.js';
 
 export interface BridgeOptions {
@@ -165,10 +165,12 @@ export class BridgeServer {
       });
     });
     server.on('error', () => undefined);
+    const bindHost = opts.host ?? '127.0.0.1';
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, opts.host ?? '127.0.0.1', () => {
-        server.off('error', reject);
+      const onError = (err: Error): void => reject(new ValidationError(`BridgeServer: cannot listen on ${bindHost}:${port}: ${err.message}`));
+      server.once('error', onError);
+      server.listen(port, bindHost, () => {
+        server.off('error', onError);
         resolve();
       });
     });

@@ -158,20 +158,38 @@ function waitForSignal(): Promise<string> {
 export async function robotServe(argv: string[]): Promise<number> {
   const o = parse(argv, OPTIONS, SERVE_USAGE);
   const json = Boolean(o.json);
+  // Every option is checked before anything starts: a bad one must not leave a worker running.
+  const grpcPort = intOpt(o.port, 'port', 50051, 0);
+  const tcpPort = o['tcp-port'] !== undefined ? intOpt(o['tcp-port'], 'tcp-port', 50052, 0) : undefined;
+  const livePort = o['live-view-port'] !== undefined ? intOpt(o['live-view-port'], 'live-view-port', 8765, 0) : undefined;
+  for (const [name, port] of [['port', grpcPort], ['tcp-port', tcpPort], ['live-view-port', livePort]] as const) {
+    if (port !== undefined && port > 65535) throw new UsageError(`--${name}: expected a port number in [0, 65535], received ${port}`);
+  }
   const host = await startHost(o);
   const bindHost = typeof o.host === 'string' ? o.host : '127.0.0.1';
   let live: LiveView | undefined;
-  if (o['live-view-port'] !== undefined) {
-    live = await LiveView.start({ port: intOpt(o['live-view-port'], 'live-view-port', 8765, 0), host: bindHost, name: `scoreflow ${host.info.policyId}` });
-    live.advertise('/policy/observation', 'scoreflow.v1.Observation');
-    live.advertise('/policy/action_chunk', 'scoreflow.v1.ActionChunk');
+  let server: PolicyServer | undefined;
+  let bridge: BridgeServer | undefined;
+  try {
+    if (livePort !== undefined) {
+      live = await LiveView.start({ port: livePort, host: bindHost, name: `scoreflow ${host.info.policyId}` });
+      live.advertise('/policy/observation', 'scoreflow.v1.Observation');
+      live.advertise('/policy/action_chunk', 'scoreflow.v1.ActionChunk');
+    }
+    server = await PolicyServer.start(host, {
+      port: grpcPort,
+      host: bindHost,
+      onTraffic: live ? (e) => live!.publish(e.kind === 'chunk' ? '/policy/action_chunk' : '/policy/observation', e.bytes) : undefined,
+    });
+    bridge = tcpPort !== undefined ? await BridgeServer.start(host, { port: tcpPort, host: bindHost }) : undefined;
+  } catch (err) {
+    // A port in use or a bad host: close what did start, so the command exits with the error.
+    await bridge?.close().catch(() => undefined);
+    await server?.close().catch(() => undefined);
+    await live?.close().catch(() => undefined);
+    await host.engine.close().catch(() => undefined);
+    throw err;
   }
-  const server = await PolicyServer.start(host, {
-    port: intOpt(o.port, 'port', 50051, 0),
-    host: bindHost,
-    onTraffic: live ? (e) => live!.publish(e.kind === 'chunk' ? '/policy/action_chunk' : '/policy/observation', e.bytes) : undefined,
-  });
-  const bridge = o['tcp-port'] !== undefined ? await BridgeServer.start(host, { port: intOpt(o['tcp-port'], 'tcp-port', 50052, 0), host: bindHost }) : undefined;
   const ready = {
     event: 'serving',
     grpc: server.address,

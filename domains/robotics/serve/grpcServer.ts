@@ -11,7 +11,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { decode, encode } from '../../../src/proto/registry.js';
-import { fail } from '../../../src/util/validate.js';
+import { fail, ValidationError } from '../../../src/util/validate.js';
 import { PolicyHost, SessionError, type SessionErrorCode } from './host.js';
 
 export const POLICY_SERVICE = 'scoreflow.v1.PolicyService';
@@ -111,7 +111,7 @@ export class PolicyServer {
       },
     });
     const bound = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(`${bindHost}:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(new Error(`cannot listen on ${bindHost}:${port}: ${err.message}`)) : resolve(p))),
+      server.bindAsync(`${bindHost}:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(new ValidationError(`cannot listen on ${bindHost}:${port}: ${err.message}`)) : resolve(p))),
     );
     self = new PolicyServer(host, server, bound, `${bindHost}:${bound}`);
     return self;
