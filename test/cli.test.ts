@@ -81,6 +81,14 @@ describe('scoreflow CLI', () => {
     expect(child.stderr.trim()).toBe('scoreflow: SCOREFLOW_WASM_THREADS must be a positive integer, got abc');
   });
 
+  it('robot eval without --checkpoint evaluates the policy shipped for the environment', async () => {
+    const r = await run(['robot', 'eval', '--env', 'arm-reach', '--episodes', '1', '--seed', '3', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout.trim().split('\n').pop() as string);
+    expect(out).toMatchObject({ event: 'eval', env: 'arm-reach', episodes: 1 });
+    expect(path.relative(process.cwd(), out.checkpoint)).toBe(path.join('models', 'arm-reach-policy'));
+  });
+
   it('robot eval and train reject bad sampling and prediction options with one line', async () => {
     const cases: [string[], RegExp][] = [
       [['robot', 'eval', '--env', 'pusht', '--checkpoint', 'models/pusht-policy', '--temperature=-1'], /--temperature: expected a number >= 0/],

@@ -23,7 +23,7 @@ import { DEFAULT_DISTILL_SIGMA_DATA, policyDistiller, policyReflow } from './pol
 import type { Demo } from './policy/windows.js';
 import { GUIDE_ARG_OPTIONS, GUIDE_ARG_USAGE, guidanceFromArgs } from './guidance/args.js';
 import { checkGuidanceConfig, guidancePredictOptions } from './guidance/config.js';
-import { replanClearanceOpt, robotBridge, robotDrive, robotServe } from './serve/cli.js';
+import { replanClearanceOpt, robotBridge, robotDrive, robotServe, shippedPolicyDir } from './serve/cli.js';
 import { prepareOutputDir, prepareOutputFile } from '../../src/util/output.js';
 
 const USAGE = `usage: scoreflow robot <subcommand> [options]
@@ -54,7 +54,7 @@ const USAGE = `usage: scoreflow robot <subcommand> [options]
           --action-horizon the actions executed per chunk (1 .. Tp - To + 1; default: the trained Ta),
           --replan-clearance (arm-reach) the early-replanning clearance in metres that eval, drive and
           collect --policy then use (see eval; 'off' removes a stored one)
-  eval    --env E --checkpoint DIR [--episodes N] [--seed S] [--guide obstacle:2,smooth:0.1]
+  eval    --env E [--checkpoint DIR (default: the shipped models/E-policy)] [--episodes N] [--seed S] [--guide obstacle:2,smooth:0.1]
           [--novel-obstacles K] [--sampler S] [--steps N] [--candidates N] [--temperature X (default: the policy's)]
           [--action-horizon Ta] [--pin-executed] [--replan-clearance M|off [--replan-lookahead N]] [--per-episode] [--json]
           ${GUIDE_ARG_USAGE}
@@ -321,11 +321,13 @@ async function robotEval(argv: string[]): Promise<number> {
     USAGE,
   );
   const envName = choiceOpt(o.env, 'env', ENV_NAMES, 'pusht');
-  if (typeof o.checkpoint !== 'string') throw new UsageError('--checkpoint DIR is required');
+  if (o.checkpoint !== undefined && typeof o.checkpoint !== 'string') throw new UsageError('--checkpoint: expected a directory');
+  // Without --checkpoint: the policy shipped for the environment (models/<env>-policy).
+  const checkpoint = typeof o.checkpoint === 'string' ? o.checkpoint : shippedPolicyDir(envName);
   const json = Boolean(o.json);
   const replanArg = replanClearanceOpt(o['replan-clearance'], envName);
   await setBackend('auto');
-  const policy = DiffusionPolicy.load(o.checkpoint, { env: envName });
+  const policy = DiffusionPolicy.load(checkpoint, { env: envName });
   const env = await envForPolicy(policy.config);
   // The policy's stored early replanning (arm-reach) unless --replan-clearance says otherwise.
   const replanClearance = replanArg === null ? undefined : (replanArg ?? policy.config.replanClearance);
@@ -360,7 +362,7 @@ async function robotEval(argv: string[]): Promise<number> {
     });
     bar.done();
     const { perEpisode, ...summary } = report;
-    const full = { event: 'eval', checkpoint: o.checkpoint, guide: guidance?.spec ?? null, ...(guidance ? { guideMode: guidance.mode ?? 'gradient', guideIterations: guidance.iterations, guideMaxStep: guidance.maxStep, guideSubsteps: guidance.substeps, guideMargin: guidance.margin, guideRegionModel: guidance.regionModel } : {}), novel, temperature, actionHorizon: actionHorizon ?? policy.config.actionHorizon, ...(replanClearance !== undefined ? { replanClearance, replanLookahead } : {}), ...summary, ...(o['per-episode'] ? { perEpisode } : {}) };
+    const full = { event: 'eval', checkpoint, guide: guidance?.spec ?? null, ...(guidance ? { guideMode: guidance.mode ?? 'gradient', guideIterations: guidance.iterations, guideMaxStep: guidance.maxStep, guideSubsteps: guidance.substeps, guideMargin: guidance.margin, guideRegionModel: guidance.regionModel } : {}), novel, temperature, actionHorizon: actionHorizon ?? policy.config.actionHorizon, ...(replanClearance !== undefined ? { replanClearance, replanLookahead } : {}), ...summary, ...(o['per-episode'] ? { perEpisode } : {}) };
     emit(json, full, JSON.stringify(full, null, 2));
   } finally {
     env.close();
