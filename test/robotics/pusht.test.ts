@@ -1,5 +1,6 @@
 /** Push-T environment: seeding, physics sanity, exact coverage, validation, reward and termination. */
 import { describe, expect, it } from 'vitest';
+import { ValidationError } from '../../src/util/validate.js';
 import { intersectConvex, polygonArea, signedArea } from '../../domains/robotics/env/geometry.js';
 import { PushTEnv, PUSHT_STATE_SIZE } from '../../domains/robotics/env/pusht.js';
 import { PUSHT_GOAL, TEE_AREA, teeCoverage } from '../../domains/robotics/env/tee.js';
@@ -179,6 +180,9 @@ describe('PushTEnv validation', () => {
     expect(() => env.step([Number.NaN, 2])).toThrow(/PushTEnv.step action: entry 0 must be a finite number, received NaN/);
     expect(() => env.step([2, Number.POSITIVE_INFINITY])).toThrow(/entry 1 must be a finite number/);
     expect(() => env.step(null as unknown as number[])).toThrow(/expected an array of numbers/);
+    // Bad arguments are ValidationErrors: the command line prints them as one line, servers reject them.
+    expect(() => env.step([Number.NaN, 2])).toThrow(ValidationError);
+    expect(() => env.reset(7 as unknown as { seed: number })).toThrow(/expected an object \{ seed \} or \{ state \}, received 7/);
     expect(Array.from(env.getState())).toEqual(before);
   });
 

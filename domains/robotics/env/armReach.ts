@@ -40,6 +40,7 @@ import {
 import { compileMjcf, loadMujoco, type MjData, type MjModel, type MujocoModule } from './mujoco.js';
 import { EnvRng } from './rng.js';
 import type { BoxSpec, Env, Scene, SceneShape, StepResult } from './types.js';
+import { fail } from '../../../src/util/validate.js';
 
 export type ArmReachActionMode = 'velocity' | 'position';
 
@@ -195,7 +196,7 @@ export class ArmReachEnv implements Env<Float64Array> {
 
   step(action: ArrayLike<number>): StepResult {
     this.requireOpen('step');
-    if (!this.initialised) throw new Error('ArmReachEnv.step: call reset() before step()');
+    if (!this.initialised) fail('ArmReachEnv.step: call reset() before step()');
     const command = this.checkAction(action);
     const { model, data, mujoco } = this.sim();
     const h = model.opt.timestep;
@@ -247,7 +248,7 @@ export class ArmReachEnv implements Env<Float64Array> {
 
   getState(): Float64Array {
     this.requireOpen('getState');
-    if (!this.initialised) throw new Error('ArmReachEnv.getState: call reset() first');
+    if (!this.initialised) fail('ArmReachEnv.getState: call reset() first');
     const { data } = this.sim();
     const s = new Float64Array(STATE_LAYOUT.size);
     s.set((data.qpos as Float64Array).subarray(0, 3), STATE_LAYOUT.qpos);
@@ -271,7 +272,7 @@ export class ArmReachEnv implements Env<Float64Array> {
 
   render(): Scene {
     this.requireOpen('render');
-    if (!this.initialised) throw new Error('ArmReachEnv.render: call reset() first');
+    if (!this.initialised) fail('ArmReachEnv.render: call reset() first');
     const q = (this.sim().data.qpos as Float64Array).subarray(0, 3);
     const points = forwardKinematics(q);
     const shapes: SceneShape[] = [
@@ -408,12 +409,12 @@ export class ArmReachEnv implements Env<Float64Array> {
   }
 
   private sim(): { model: MjModel; data: MjData; mujoco: MujocoModule } {
-    if (this.model === undefined || this.data === undefined) throw new Error('ArmReachEnv: environment is closed');
+    if (this.model === undefined || this.data === undefined) fail('ArmReachEnv: environment is closed');
     return { model: this.model, data: this.data, mujoco: this.mujoco };
   }
 
   private requireOpen(method: string): void {
-    if (this.model === undefined) throw new Error(`ArmReachEnv.${method}: environment is closed`);
+    if (this.model === undefined) fail(`ArmReachEnv.${method}: environment is closed`);
   }
 }
 

@@ -3,6 +3,7 @@
  * intersection of two convex polygons (Sutherland-Hodgman clipping, which is exact when the
  * clip polygon is convex).
  */
+import { fail } from '../../../src/util/validate.js';
 
 export type Point = readonly [number, number];
 export type Polygon = readonly Point[];
@@ -15,18 +16,18 @@ export interface Pose {
 }
 
 function checkPolygon(name: string, poly: Polygon): void {
-  if (!Array.isArray(poly)) throw new Error(`${name}: expected an array of [x, y] points, received ${typeof poly}`);
+  if (!Array.isArray(poly)) fail(`${name}: expected an array of [x, y] points, received ${typeof poly}`);
   for (let i = 0; i < poly.length; i++) {
     const p = poly[i];
     if (!Array.isArray(p) || p.length !== 2 || !Number.isFinite(p[0]) || !Number.isFinite(p[1])) {
-      throw new Error(`${name}: vertex ${i} must be a pair of finite numbers, received ${JSON.stringify(p)}`);
+      fail(`${name}: vertex ${i} must be a pair of finite numbers, received ${JSON.stringify(p)}`);
     }
   }
 }
 
 function checkPose(name: string, pose: Pose): void {
   if (!pose || !Number.isFinite(pose.x) || !Number.isFinite(pose.y) || !Number.isFinite(pose.angle)) {
-    throw new Error(`${name}: expected finite {x, y, angle}, received ${JSON.stringify(pose)}`);
+    fail(`${name}: expected finite {x, y, angle}, received ${JSON.stringify(pose)}`);
   }
 }
 

@@ -25,6 +25,7 @@ import { Box, Circle, Polygon as PlanckPolygon, Settings, Vec2, World, type Body
 import { EnvRng } from './rng.js';
 import { PUSHT_GOAL, TEE_CENTER_OF_GRAVITY, TEE_MASS, TEE_MOMENT, TEE_PIECES, teeCoverage, teePolygons } from './tee.js';
 import type { BoxSpec, Env, Scene, SceneShape, StepResult } from './types.js';
+import { fail } from '../../../src/util/validate.js';
 
 export const PUSHT_SIZE = 512;
 export const PUSHT_AGENT_RADIUS = 15;
@@ -84,14 +85,14 @@ function resolvePhysics(p: PushTPhysicsOptions = {}): ResolvedPhysics {
   const r = { ...DEFAULT_PHYSICS, ...p };
   const positive = (name: string, v: number, integer: boolean): void => {
     if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0 || (integer && !Number.isInteger(v))) {
-      throw new Error(`PushTEnv: physics.${name} must be a positive ${integer ? 'integer' : 'number'}, received ${v}`);
+      fail(`PushTEnv: physics.${name} must be a positive ${integer ? 'integer' : 'number'}, received ${v}`);
     }
   };
   positive('pixelsPerUnit', r.pixelsPerUnit, false);
   positive('velocityIterations', r.velocityIterations, true);
   positive('positionIterations', r.positionIterations, true);
   for (const k of ['friction', 'restitution'] as const) {
-    if (!Number.isFinite(r[k]) || r[k] < 0) throw new Error(`PushTEnv: physics.${k} must be >= 0, received ${r[k]}`);
+    if (!Number.isFinite(r[k]) || r[k] < 0) fail(`PushTEnv: physics.${k} must be >= 0, received ${r[k]}`);
   }
   return r;
 }
@@ -105,14 +106,14 @@ export const PUSHT_STATE_SIZE = 10;
 
 function checkVector(name: string, v: ArrayLike<number>, sizes: readonly number[]): void {
   if (v === null || typeof v !== 'object' || typeof v.length !== 'number') {
-    throw new Error(`${name}: expected an array of numbers, received ${String(v)}`);
+    fail(`${name}: expected an array of numbers, received ${String(v)}`);
   }
   if (!sizes.includes(v.length)) {
-    throw new Error(`${name}: expected ${sizes.join(' or ')} numbers, received ${v.length}`);
+    fail(`${name}: expected ${sizes.join(' or ')} numbers, received ${v.length}`);
   }
   for (let i = 0; i < v.length; i++) {
     if (typeof v[i] !== 'number' || !Number.isFinite(v[i])) {
-      throw new Error(`${name}: entry ${i} must be a finite number, received ${String(v[i])}`);
+      fail(`${name}: entry ${i} must be a finite number, received ${String(v[i])}`);
     }
   }
 }
@@ -151,10 +152,10 @@ export class PushTEnv implements Env {
 
   constructor(opts: PushTOptions = {}) {
     const seed = opts.seed ?? 0;
-    if (!Number.isInteger(seed)) throw new Error(`PushTEnv: seed must be an integer, received ${seed}`);
+    if (!Number.isInteger(seed)) fail(`PushTEnv: seed must be an integer, received ${seed}`);
     const maxSteps = opts.maxSteps ?? 300;
     if (!Number.isInteger(maxSteps) || maxSteps <= 0) {
-      throw new Error(`PushTEnv: maxSteps must be a positive integer, received ${maxSteps}`);
+      fail(`PushTEnv: maxSteps must be a positive integer, received ${maxSteps}`);
     }
     this.maxSteps = maxSteps;
     this.physics = resolvePhysics(opts.physics);
@@ -172,10 +173,10 @@ export class PushTEnv implements Env {
   reset(init: { seed?: number; state?: ArrayLike<number> } = {}): Float64Array {
     this.assertOpen('reset');
     if (init === null || typeof init !== 'object') {
-      throw new Error(`PushTEnv.reset: expected an object, received ${String(init)}`);
+      fail(`PushTEnv.reset: expected an object { seed } or { state }, received ${String(init)}`);
     }
     if (init.seed !== undefined && init.state !== undefined) {
-      throw new Error('PushTEnv.reset: pass either seed or state, not both');
+      fail('PushTEnv.reset: pass either seed or state, not both');
     }
     let state: number[];
     if (init.state !== undefined) {
@@ -184,7 +185,7 @@ export class PushTEnv implements Env {
     } else {
       if (init.seed !== undefined) {
         if (!Number.isInteger(init.seed)) {
-          throw new Error(`PushTEnv.reset: seed must be an integer, received ${init.seed}`);
+          fail(`PushTEnv.reset: seed must be an integer, received ${init.seed}`);
         }
         this.rng = new EnvRng(init.seed);
       }
@@ -277,11 +278,11 @@ export class PushTEnv implements Env {
   // ---- internals -------------------------------------------------------------------------
 
   private assertOpen(method: string): void {
-    if (this.closed) throw new Error(`PushTEnv.${method}: environment is closed`);
+    if (this.closed) fail(`PushTEnv.${method}: environment is closed`);
   }
 
   private assertReset(method: string): void {
-    if (!this.world) throw new Error(`PushTEnv.${method}: call reset() first`);
+    if (!this.world) fail(`PushTEnv.${method}: call reset() first`);
   }
 
   private rewardOf(coverage: number): number {

@@ -4,12 +4,13 @@
  * tensor-backed core `Rng` so that physics code never depends on the tensor backend.
  */
 import { standardNormal } from '../../../src/rng/gaussian.js';
+import { fail } from '../../../src/util/validate.js';
 
 export class EnvRng {
   private state: number;
 
   constructor(seed: number) {
-    if (!Number.isInteger(seed)) throw new Error(`EnvRng: seed must be an integer, received ${seed}`);
+    if (!Number.isInteger(seed)) fail(`EnvRng: seed must be an integer, received ${seed}`);
     this.state = seed >>> 0;
   }
 
@@ -25,7 +26,7 @@ export class EnvRng {
   /** Uniform float in [lo, hi). */
   range(lo: number, hi: number): number {
     if (!(Number.isFinite(lo) && Number.isFinite(hi) && lo < hi)) {
-      throw new Error(`EnvRng.range: expected finite lo < hi, received [${lo}, ${hi})`);
+      fail(`EnvRng.range: expected finite lo < hi, received [${lo}, ${hi})`);
     }
     return lo + (hi - lo) * this.uniform();
   }
@@ -38,7 +39,7 @@ export class EnvRng {
   /** Uniform integer in [lo, hi). */
   int(lo: number, hi: number): number {
     if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo < hi)) {
-      throw new Error(`EnvRng.int: expected integers lo < hi, received [${lo}, ${hi})`);
+      fail(`EnvRng.int: expected integers lo < hi, received [${lo}, ${hi})`);
     }
     return lo + Math.floor((hi - lo) * this.uniform());
   }
