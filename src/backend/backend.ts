@@ -185,6 +185,17 @@ export async function setBackend(name: BackendName = 'auto', opts: SetBackendOpt
   return choice;
 }
 
+/**
+ * Fails with a message that says what to do when no tensor backend is active: neither
+ * `setBackend` nor the user's own `tf.setBackend` (or a first tensor op) has started one. Without
+ * this, tfjs says only "No backend found in registry.", or quietly starts its slow JavaScript CPU
+ * backend. `where` names the caller in the message.
+ */
+export function requireBackend(where: string): void {
+  if (current !== undefined || tf.engine().backendName != null) return;
+  fail(`${where}: no tensor backend is active. Call \`await setBackend('auto')\` (from 'scoreflow') once before using the library`);
+}
+
 /** The current choice, or undefined before `setBackend` was called. */
 export function currentBackend(): BackendChoice | undefined {
   return current;

@@ -12,6 +12,7 @@ import { flowEuler, flowMidpoint, flowRk4 } from './flowOde.js';
 import { eulerEdm, heunEdm } from './karras.js';
 import { eulerMaruyama } from './sde.js';
 import type { SampleOptions, Sampler } from './types.js';
+import { requireBackend } from '../backend/backend.js';
 
 export const SAMPLERS = {
   ddpm,
@@ -59,6 +60,7 @@ export interface SampleRequest extends SampleOptions {
 /** Draw x_T = sigma(T) z (projected if a projection is given) and run the named sampler. */
 export function sample(req: SampleRequest): tf.Tensor {
   if (!req || typeof req !== 'object') fail('sample: expected a request object');
+  requireBackend('sample');
   const sampler = getSampler(req.sampler);
   if (!Array.isArray(req.shape) || req.shape.length === 0 || req.shape.some((d) => !Number.isInteger(d) || d <= 0)) {
     fail(`shape: expected positive integer dimensions, received [${String(req.shape)}]`);

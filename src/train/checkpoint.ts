@@ -15,6 +15,7 @@ import type { PathSpec } from '../path/types.js';
 import type { Prediction } from '../predict/convert.js';
 import { fail } from '../util/validate.js';
 import { prepareOutputDir } from '../util/output.js';
+import { requireBackend } from '../backend/backend.js';
 
 export const CHECKPOINT_FORMAT = 'scoreflow-checkpoint';
 export const CHECKPOINT_VERSION = 1;
@@ -97,6 +98,7 @@ function readModelJson(dir: string): ModelJson {
  * checkpoint of another kind; a truncated or size-mismatched weights file is a clear error.
  */
 export function loadCheckpoint(dir: string, opts: { expectTask?: string } = {}): CheckpointContents {
+  requireBackend('loadCheckpoint');
   const json = readModelJson(dir);
   const task = json.meta.task;
   if (opts.expectTask && !(task === opts.expectTask || (opts.expectTask.endsWith('/') && task.startsWith(opts.expectTask)))) {

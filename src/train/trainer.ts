@@ -16,6 +16,7 @@ import { GradientReplicas, type ReplicaSpec } from './dataParallel.js';
 import { readValues } from './hostMemory.js';
 import { AdamOptimizer, type OptimizerConfig } from './optimizer.js';
 import { learningRate, type LrSchedule } from './schedule.js';
+import { requireBackend } from '../backend/backend.js';
 
 export interface Batch {
   readonly x: tf.Tensor;
@@ -101,6 +102,7 @@ export class Trainer {
   lastLoss = NaN;
 
   constructor(readonly config: TrainerConfig, private readonly objective: Objective, private readonly data: Dataset, resume?: { params: ParamStore; ema?: ParamStore; optimizer?: { m: ParamStore; v: ParamStore; step: number }; step: number }) {
+    requireBackend('Trainer');
     validateConfig(config);
     validateData(data);
     if (typeof objective !== 'function') fail('objective: expected a function (ctx, batch) => scalar loss');

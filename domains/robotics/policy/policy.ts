@@ -20,6 +20,7 @@ import { checkNumber, checkOneOf, fail } from '../../../src/util/validate.js';
 import '../model/temporalUnet.js';
 import { validatePolicyConfig, type DiffusionPolicyConfig } from './config.js';
 import { featuresFor, type FeatureMap } from './features.js';
+import { requireBackend } from '../../../src/backend/backend.js';
 
 export const POLICY_TASK_PREFIX = 'robot-policy/';
 
@@ -99,6 +100,7 @@ export class DiffusionPolicy {
     readonly obsNormalizer: Normalizer,
     readonly actionNormalizer: Normalizer,
   ) {
+    requireBackend('DiffusionPolicy');
     validatePolicyConfig(config);
     this.features = featuresFor(config.env, config.obsDim);
     if (obsNormalizer.dim !== this.features.outputDim) fail(`obs normaliser has ${obsNormalizer.dim} features, the ${config.env} feature map gives ${this.features.outputDim}`);
