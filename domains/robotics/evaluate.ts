@@ -81,12 +81,28 @@ export interface EvalReport {
   readonly perEpisode: EpisodeSummary[];
 }
 
-/** Forbidden circles for Push-T: on the segment between the agent start and the block, where pushing would pass. */
-function pushtForbidden(obs: Float64Array, k: number, rng: Rng): Circle[] {
+/** Radius of Push-T's forbidden circles (px). */
+export const PUSHT_FORBIDDEN_RADIUS = 30;
+/** Gap (px) between the agent's disc at its start and a forbidden circle. */
+export const PUSHT_FORBIDDEN_START_GAP = 5;
+
+/**
+ * Forbidden circles for Push-T: on the segment from the agent's start towards the block, 35-65% of
+ * the way, where pushing would pass; but never over the agent's start. A circle that would
+ * overlap the agent's disc there (agent and block start close together) moves along the same
+ * line until PUSHT_FORBIDDEN_START_GAP px separate them, so every episode begins outside every
+ * circle and staying out is possible.
+ */
+export function pushtForbidden(obs: Float64Array, k: number, rng: Rng): Circle[] {
+  const dx = obs[2] - obs[0];
+  const dy = obs[3] - obs[1];
+  const d = Math.hypot(dx, dy);
+  const [ux, uy] = d > 0 ? [dx / d, dy / d] : [1, 0];
+  const nearest = PUSHT_FORBIDDEN_RADIUS + PUSHT_AGENT_RADIUS + PUSHT_FORBIDDEN_START_GAP;
   const out: Circle[] = [];
   for (let i = 0; i < k; i++) {
-    const f = 0.35 + 0.3 * rng.uniform();
-    out.push({ x: obs[0] + f * (obs[2] - obs[0]), y: obs[1] + f * (obs[3] - obs[1]), r: 30 });
+    const along = Math.max((0.35 + 0.3 * rng.uniform()) * d, nearest);
+    out.push({ x: obs[0] + along * ux, y: obs[1] + along * uy, r: PUSHT_FORBIDDEN_RADIUS });
   }
   return out;
 }

@@ -1,9 +1,39 @@
 import { describe, expect, it } from 'vitest';
 import { PushTEnv } from '../../domains/robotics/env/pusht.js';
-import { evaluatePolicy } from '../../domains/robotics/evaluate.js';
+import { evaluatePolicy, PUSHT_FORBIDDEN_RADIUS, PUSHT_FORBIDDEN_START_GAP, pushtForbidden } from '../../domains/robotics/evaluate.js';
+import { Rng } from '../../src/rng/rng.js';
+import { PUSHT_AGENT_RADIUS } from '../../domains/robotics/env/pusht.js';
 import { parseGuideSpec } from '../../domains/robotics/guidance/costs.js';
 import { shippedPolicyDir } from '../../domains/robotics/serve/cli.js';
 import { DiffusionPolicy } from '../../domains/robotics/policy/policy.js';
+
+describe('pushtForbidden', () => {
+  it('puts each circle on the way from the agent to the block, never over the agent\'s start', () => {
+    const env = new PushTEnv();
+    let moved = 0;
+    for (let seed = 0; seed < 400; seed++) {
+      const obs = env.reset({ seed });
+      const [ax, ay, bx, by] = [obs[0], obs[1], obs[2], obs[3]];
+      const d = Math.hypot(bx - ax, by - ay);
+      const u = new Rng(seed).uniform();
+      const [c] = pushtForbidden(obs, 1, new Rng(seed));
+      expect(c.r).toBe(PUSHT_FORBIDDEN_RADIUS);
+      const along = Math.hypot(c.x - ax, c.y - ay);
+      // On the agent-to-block line ...
+      expect(Math.abs((c.x - ax) * (by - ay) - (c.y - ay) * (bx - ax)) / d).toBeLessThan(1e-9);
+      expect((c.x - ax) * (bx - ax) + (c.y - ay) * (by - ay)).toBeGreaterThan(0);
+      // ... clear of the agent's disc at the start ...
+      expect(along).toBeGreaterThanOrEqual(PUSHT_FORBIDDEN_RADIUS + PUSHT_AGENT_RADIUS + PUSHT_FORBIDDEN_START_GAP - 1e-9);
+      // ... and 35-65% of the way wherever that already holds.
+      const f = 0.35 + 0.3 * u;
+      if (f * d >= PUSHT_FORBIDDEN_RADIUS + PUSHT_AGENT_RADIUS + PUSHT_FORBIDDEN_START_GAP) expect(along).toBeCloseTo(f * d, 9);
+      else moved++;
+    }
+    // Agent and block start close together in some resets: those circles were moved.
+    expect(moved).toBeGreaterThan(0);
+    expect(moved).toBeLessThan(200);
+  });
+});
 
 describe('evaluatePolicy', () => {
   it('aggregates its per-episode results and places the same forbidden regions for the same seed', () => {
