@@ -1,5 +1,6 @@
 /** Layer helpers shared by every model: dense, layer/group norm, FiLM, activations. */
 import * as tf from '@tensorflow/tfjs-core';
+import { fusedGroupNormAvailable, GROUP_NORM_KERNEL } from '../backend/fusedGroupNorm.js';
 import type { ParamStore } from './params.js';
 
 /** Dense layer over the last axis of x (any rank >= 2). */
@@ -66,7 +67,9 @@ export function groupNorm(store: ParamStore, name: string, x: tf.Tensor, groups:
   const gain = store.param(`${name}/g`, [c], 'ones');
   const bias = store.param(`${name}/b`, [c], 'zeros');
   if (recordingGradients()) return groupNormTrain(x, gain, bias, [b, spatial, g, c / g], eps);
-  // Inference: 11 kernels (tf.moments + div/sqrt took 14; small-batch inference is bound by
+  // Inference on WASM / CPU: one kernel with the same bits as the ops below (fusedGroupNorm.ts).
+  if (x.dtype === 'float32' && fusedGroupNormAvailable()) return tf.engine().runKernel(GROUP_NORM_KERNEL, { x, gain, bias }, { groups: g, eps }) as tf.Tensor;
+  // Elsewhere: 11 kernels (tf.moments + div/sqrt took 14; small-batch inference is bound by
   // the number of kernels, not by their arithmetic).
   const r = tf.reshape(x, [b, spatial, g, c / g]);
   const d = tf.sub(r, tf.mean(r, [1, 3], true));
