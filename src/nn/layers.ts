@@ -1,6 +1,6 @@
 /** Layer helpers shared by every model: dense, layer/group norm, FiLM, activations. */
 import * as tf from '@tensorflow/tfjs-core';
-import { fusedGroupNormAvailable, GROUP_NORM_KERNEL } from '../backend/fusedGroupNorm.js';
+import { FILM_KERNEL, fusedKernelsAvailable, GROUP_NORM_KERNEL } from '../backend/fusedKernels.js';
 import type { ParamStore } from './params.js';
 
 /** Dense layer over the last axis of x (any rank >= 2). */
@@ -67,8 +67,8 @@ export function groupNorm(store: ParamStore, name: string, x: tf.Tensor, groups:
   const gain = store.param(`${name}/g`, [c], 'ones');
   const bias = store.param(`${name}/b`, [c], 'zeros');
   if (recordingGradients()) return groupNormTrain(x, gain, bias, [b, spatial, g, c / g], eps);
-  // Inference on WASM / CPU: one kernel with the same bits as the ops below (fusedGroupNorm.ts).
-  if (x.dtype === 'float32' && fusedGroupNormAvailable()) return tf.engine().runKernel(GROUP_NORM_KERNEL, { x, gain, bias }, { groups: g, eps }) as tf.Tensor;
+  // Inference on WASM: one kernel with the same bits as the ops below (fusedKernels.ts).
+  if (x.dtype === 'float32' && fusedKernelsAvailable()) return tf.engine().runKernel(GROUP_NORM_KERNEL, { x, gain, bias }, { groups: g, eps }) as tf.Tensor;
   // Elsewhere: 11 kernels (tf.moments + div/sqrt took 14; small-batch inference is bound by
   // the number of kernels, not by their arithmetic).
   const r = tf.reshape(x, [b, spatial, g, c / g]);
@@ -115,6 +115,8 @@ export function film(store: ParamStore, name: string, h: tf.Tensor, emb: tf.Tens
   const c = h.shape[h.rank - 1];
   // `activated`: emb is already silu(emb) (networks with many FiLM layers compute it once).
   const ss = dense(store, name, opts.activated ? emb : silu(emb), 2 * c, { init: 'zeros' });
+  // Inference on WASM: one kernel with the same bits as the ops below (fusedKernels.ts).
+  if (h.dtype === 'float32' && ss.dtype === 'float32' && !recordingGradients() && fusedKernelsAvailable()) return tf.engine().runKernel(FILM_KERNEL, { h, ss }) as tf.Tensor;
   const ones = Array(h.rank - 2).fill(1);
   const ss4 = tf.reshape(ss, [h.shape[0], ...ones, 2 * c]);
   const scale = tf.slice(ss4, [0, ...ones.map(() => 0), 0], [-1, ...ones, c]);

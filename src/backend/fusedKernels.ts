@@ -1,5 +1,5 @@
 /**
- * Group normalisation as one kernel for inference on the WASM backend.
+ * Group normalisation and FiLM as one kernel each, for inference on the WASM backend.
  *
  * A policy network evaluated at batch 1 is bound by the number of kernels it runs, not by their
  * arithmetic: the Push-T U-Net runs ~420 kernels per evaluation on a few thousand numbers, and
@@ -12,9 +12,13 @@
  * float32 operation would for +, -, *, / and sqrt), and the sums run in the order of its Mean
  * kernel (positions, then the channels of the group; from 0, divided by the count), so every
  * model and every number measured before the kernel existed is reproduced exactly
- * (`test/core/fusedGroupNorm.test.ts` checks every output bit against the unfused ops).
+ * (`test/core/fusedKernels.test.ts` checks every output bit against the unfused ops).
  *
  * Inputs { x: [B, ...spatial, C], gain: [C], bias: [C] } (float32), attributes { groups, eps }.
+ *
+ * `ScoreflowFilm` applies FiLM's predicted scale and shift, h * (scale + 1) + shift, with
+ * { h: [B, ...spatial, C], ss: [B, 2C] } (scale in the first C columns): 1 kernel instead of 6
+ * (reshape, two slices, add, mul, add), again one float32 operation per step, so bit-identical.
  * Other backends (the JavaScript CPU backend, whose ops round differently, tfjs-node, WebGL) have
  * no such kernel and keep the unfused ops.
  */
@@ -22,6 +26,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { DataType, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
 
 export const GROUP_NORM_KERNEL = 'ScoreflowGroupNorm';
+export const FILM_KERNEL = 'ScoreflowFilm';
 
 interface GroupNormAttrs {
   readonly groups: number;
@@ -95,16 +100,46 @@ const wasmKernel: KernelFunc = ({ inputs, backend, attrs }) => {
   return out;
 };
 
+/** out[b, s, c] = h[b, s, c] * (ss[b, c] + 1) + ss[b, C + c], in float32 steps. */
+export function filmInto(h: Float32Array, ss: Float32Array, out: Float32Array, shape: readonly number[]): void {
+  const C = shape[shape.length - 1]!;
+  const B = shape[0]!;
+  const S = h.length / (B * C);
+  for (let b = 0; b < B; b++) {
+    const sb = b * 2 * C;
+    for (let s = 0; s < S; s++) {
+      const row = (b * S + s) * C;
+      for (let c = 0; c < C; c++) out[row + c] = f(f(h[row + c]! * f(ss[sb + c]! + 1)) + ss[sb + C + c]!);
+    }
+  }
+}
+
+const filmWasmKernel: KernelFunc = ({ inputs, backend }) => {
+  const { h, ss } = inputs as Record<string, TensorInfo | undefined>;
+  if (!h || !ss) throw new Error(`${FILM_KERNEL}: expected inputs h and ss`);
+  if (h.dtype !== 'float32' || ss.dtype !== 'float32') throw new Error(`${FILM_KERNEL}: expected float32 inputs`);
+  const C = h.shape[h.shape.length - 1]!;
+  if (h.shape.length < 2 || ss.shape.length !== 2 || ss.shape[0] !== h.shape[0] || ss.shape[1] !== 2 * C) {
+    throw new Error(`${FILM_KERNEL}: ss must have shape [${h.shape[0]}, ${2 * C}] for h [${h.shape}], received [${ss.shape}]`);
+  }
+  const be = backend as unknown as WasmBackendLike;
+  const out = be.makeOutput([...h.shape], 'float32');
+  // Views are taken after makeOutput: an allocation can grow (and replace) the heap.
+  filmInto(be.typedArrayFromHeap(h) as Float32Array, be.typedArrayFromHeap(ss) as Float32Array, be.typedArrayFromHeap(out) as Float32Array, h.shape);
+  return out;
+};
+
 if (!tf.getKernel(GROUP_NORM_KERNEL, 'wasm')) tf.registerKernel({ kernelName: GROUP_NORM_KERNEL, backendName: 'wasm', kernelFunc: wasmKernel });
+if (!tf.getKernel(FILM_KERNEL, 'wasm')) tf.registerKernel({ kernelName: FILM_KERNEL, backendName: 'wasm', kernelFunc: filmWasmKernel });
 
-let enabled = process.env.SCOREFLOW_FUSED_NORM !== '0';
+let enabled = process.env.SCOREFLOW_FUSED !== '0';
 
-/** Turn the fused kernel on or off (tests compare both; `SCOREFLOW_FUSED_NORM=0` starts with it off). */
-export function setFusedGroupNorm(on: boolean): void {
+/** Turn the fused kernels on or off (tests compare both; `SCOREFLOW_FUSED=0` starts with them off). */
+export function setFusedKernels(on: boolean): void {
   enabled = on;
 }
 
-/** Is the fused kernel on, and registered for the active backend? */
-export function fusedGroupNormAvailable(): boolean {
+/** Are the fused kernels on, and registered for the active backend? */
+export function fusedKernelsAvailable(): boolean {
   return enabled && tf.getKernel(GROUP_NORM_KERNEL, tf.getBackend()) !== undefined;
 }
