@@ -23,7 +23,8 @@
  * no such kernel and keep the unfused ops.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { DataType, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
+import type { KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
+import type { WasmBackendLike } from './wasmMatMul.js';
 
 export const GROUP_NORM_KERNEL = 'ScoreflowGroupNorm';
 export const FILM_KERNEL = 'ScoreflowFilm';
@@ -84,11 +85,6 @@ function checkArgs(inputs: Record<string, TensorInfo | undefined>, attrs: NamedA
   if (gain.shape.length !== 1 || gain.shape[0] !== C || bias.shape.length !== 1 || bias.shape[0] !== C) throw new Error(`${GROUP_NORM_KERNEL}: gain and bias must have shape [${C}]`);
   if (!(a.eps >= 0)) throw new Error(`${GROUP_NORM_KERNEL}: eps must be >= 0`);
   return { x, gain, bias, groups: a.groups, eps: a.eps };
-}
-
-interface WasmBackendLike {
-  makeOutput(shape: number[], dtype: DataType): TensorInfo;
-  typedArrayFromHeap(info: TensorInfo): Float32Array | Int32Array | Uint8Array;
 }
 
 const wasmKernel: KernelFunc = ({ inputs, backend, attrs }) => {

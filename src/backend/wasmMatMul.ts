@@ -39,7 +39,7 @@ import type { DataId, DataType, KernelConfig, KernelFunc, NamedAttrMap, TensorIn
 import { heapKernels, type HeapKernels } from './wasmHeap.js';
 
 /** The part of tfjs-backend-wasm's `BackendWasm` the wrappers use. */
-interface WasmBackendLike {
+export interface WasmBackendLike {
   makeOutput(shape: number[], dtype: DataType): TensorInfo;
   disposeData(dataId: DataId, force?: boolean): boolean;
   typedArrayFromHeap(info: TensorInfo): Float32Array | Int32Array | Uint8Array;
